@@ -1,0 +1,66 @@
+"""mrag: multimodal retrieval-augmented generation over large corpora.
+
+The notebook surface::
+
+    import mrag
+    config = mrag.load_config(profile="offline", overrides={"db_uri": "./mrag-db"})
+    summary = mrag.ingest(["./photos"], config)
+    hits = mrag.search("a red square", config, k=5)
+
+Heavy libraries (torch, ray, lancedb) load only when one of these functions runs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mrag.config import IngestConfig, MragConfig, ServeConfig, load_config
+from mrag.errors import MragError
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from mrag.retrieve.search import Hit
+    from mrag.store.lance import Store
+
+__all__ = [
+    "IngestConfig",
+    "MragConfig",
+    "MragError",
+    "ServeConfig",
+    "connect",
+    "ingest",
+    "load_config",
+    "search",
+]
+
+
+def connect(db_uri: str) -> Store:
+    """Opens a LanceDB database (folder or ``s3://…``) holding mrag tables."""
+    from mrag.store.lance import Store
+
+    return Store(db_uri)
+
+
+def ingest(sources: Sequence[str], config: MragConfig):  # -> pipelines.ingest.IngestSummary
+    """Runs the ingest job (local Ray unless ``config.ray_address`` is set).
+
+    The job lives in ``pipelines/``; like the CLI, this notebook entry point defers to it lazily.
+    """
+    from pipelines.ingest import run_ingest
+
+    return run_ingest(config, sources)
+
+
+def search(
+    query: str | None,
+    config: MragConfig,
+    *,
+    image: bytes | None = None,
+    k: int = 10,
+    filters: dict | None = None,
+) -> list[Hit]:
+    """Text→image or image→image search in-process (no Ray needed)."""
+    from mrag.query import QueryEngine
+
+    return QueryEngine.for_config(config).search(query, image=image, k=k, filters=filters)

@@ -1,0 +1,167 @@
+"""Image decoding: bytes → model-ready RGB pixels plus a display thumbnail.
+
+CLIP preprocessing (resize the short side, centre-crop) happens here, on cheap CPU tasks, so the
+embedding actors only normalise and run the forward pass. JPEGs are decoded at reduced scale with
+``Image.draft`` when the target is much smaller than the source, which makes decoding of large
+photos several times cheaper.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from mrag.errors import DecodeError
+
+if TYPE_CHECKING:
+    from mrag.config import IngestConfig
+
+# Our own pixel limit (checked from the header, before decoding) replaces Pillow's global one.
+Image.MAX_IMAGE_PIXELS = None
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    pixels: np.ndarray  # (image_size, image_size, 3) uint8, RGB
+    thumbnail_jpeg: bytes
+    width_px: int
+    height_px: int
+
+
+def decode_image(
+    data: bytes, *, image_size: int, max_pixels: int, thumbnail_px: int
+) -> DecodedImage:
+    """Decodes one image; every failure is a :class:`DecodeError` with a specific ``error_class``.
+
+    Handles EXIF orientation, palette/grayscale/RGBA/CMYK/16-bit modes (alpha is composited on
+    white) and refuses images whose header declares more than ``max_pixels`` pixels.
+    """
+    if not data:
+        raise DecodeError("object is empty (0 bytes)", error_class="EmptyObject")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+            if width * height > max_pixels:
+                raise DecodeError(
+                    f"image declares {width}x{height} = {width * height} pixels, over the "
+                    f"max_image_pixels limit of {max_pixels} (possible decompression bomb)",
+                    error_class="DecompressionBombError",
+                )
+            if img.format == "JPEG":
+                img.draft("RGB", (max(image_size, thumbnail_px) * 2,) * 2)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                img.load()
+            rgb = _to_rgb(ImageOps.exif_transpose(img))
+    except DecodeError:
+        raise
+    except UnidentifiedImageError as exc:
+        raise DecodeError(
+            "not a decodable image (unknown or corrupt format)", error_class=type(exc).__name__
+        ) from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise DecodeError(
+            f"image could not be decoded: {exc}", error_class=type(exc).__name__
+        ) from None
+    pixels = np.asarray(
+        ImageOps.fit(rgb, (image_size, image_size), Image.Resampling.BICUBIC), dtype=np.uint8
+    )
+    return DecodedImage(pixels, _thumbnail(rgb, thumbnail_px), width, height)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        values = np.asarray(img, dtype=np.float32)
+        span = float(values.max() - values.min()) or 1.0
+        img = Image.fromarray(((values - values.min()) * (255.0 / span)).astype(np.uint8))
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, img).convert("RGB")
+    return img.convert("RGB") if img.mode != "RGB" else img
+
+
+def _thumbnail(rgb: Image.Image, thumbnail_px: int) -> bytes:
+    thumb = rgb.copy()
+    thumb.thumbnail((thumbnail_px, thumbnail_px), Image.Resampling.BILINEAR)
+    out = io.BytesIO()
+    thumb.save(out, format="JPEG", quality=80)
+    return out.getvalue()
+
+
+class ImageDecodeStage:
+    """Ray Data callable: listed objects → read bytes → decoded, model-ready rows.
+
+    Input columns: ``uri``, ``size``, ``etag``, ``mtime``, ``fingerprint``. Output adds ids,
+    ``pixels`` (N, S, S, 3 uint8), ``thumbnail``, ``width_px``, ``height_px`` and the error columns
+    ``error_stage``/``error_class``/``error_message`` (empty strings for good rows). A bad object
+    becomes a row with an error, never an exception that would fail the batch.
+    """
+
+    def __init__(self, ingest: IngestConfig, image_size: int) -> None:
+        self.ingest = ingest
+        self.image_size = image_size
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from mrag import io as storage
+        from mrag.store import schema
+
+        n = len(batch["uri"])
+        out: dict[str, list] = {
+            k: []
+            for k in (
+                "asset_id",
+                "chunk_id",
+                "thumbnail",
+                "width_px",
+                "height_px",
+                "error_stage",
+                "error_class",
+                "error_message",
+            )
+        }
+        pixels = np.zeros((n, self.image_size, self.image_size, 3), dtype=np.uint8)
+        for i, uri in enumerate(batch["uri"]):
+            stage, error, data = "read", None, b""
+            try:
+                data = storage.read_bytes(str(uri), max_bytes=self.ingest.max_object_bytes)
+                stage = "decode"
+                decoded = decode_image(
+                    data,
+                    image_size=self.image_size,
+                    max_pixels=self.ingest.max_image_pixels,
+                    thumbnail_px=self.ingest.thumbnail_px,
+                )
+                pixels[i] = decoded.pixels
+            except DecodeError as exc:
+                error = (exc.error_class, str(exc))
+            except (OSError, ValueError) as exc:  # unreadable object: permissions, vanished, size
+                error = (type(exc).__name__, str(exc) or repr(exc))
+            asset_id = (
+                schema.content_id(data)
+                if data
+                else schema.content_id(f"{uri}|{batch['fingerprint'][i]}".encode())
+            )
+            out["asset_id"].append(asset_id)
+            out["chunk_id"].append(schema.chunk_id(asset_id, "image"))
+            out["thumbnail"].append(b"" if error else decoded.thumbnail_jpeg)
+            out["width_px"].append(0 if error else decoded.width_px)
+            out["height_px"].append(0 if error else decoded.height_px)
+            out["error_stage"].append(stage if error else "")
+            out["error_class"].append(error[0] if error else "")
+            out["error_message"].append(error[1] if error else "")
+        result = dict(batch)
+        result.update({k: np.array(v, dtype=object) for k, v in out.items()})
+        result["width_px"] = np.array(out["width_px"], dtype=np.int32)
+        result["height_px"] = np.array(out["height_px"], dtype=np.int32)
+        result["modality"] = np.array(["image"] * n, dtype=object)
+        result["pixels"] = pixels
+        return result

@@ -1,0 +1,203 @@
+"""open_clip embedder: image and text towers into one L2-normalised space.
+
+``ClipEmbedder`` is the in-process model (notebooks, the Serve query encoder, tests);
+``ClipImageEmbedStage`` wraps it as a Ray Data ``map_batches`` callable class. Both take a
+:class:`~mrag.models.ModelSpec` — a small descriptor — and build the model where they run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from mrag.models import ModelSpec, resolve_weights
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import torch
+
+    from mrag.config import IngestConfig
+
+log = logging.getLogger(__name__)
+
+_OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+_OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def pick_device(num_gpus: float) -> str:
+    """``cuda`` when the worker was given GPUs (and CUDA is there), else ``cpu``."""
+    import torch
+
+    if num_gpus > 0:
+        if not torch.cuda.is_available():
+            raise RuntimeError("num_gpus > 0 but CUDA is not available on this worker")
+        return "cuda"
+    return "cpu"
+
+
+def torch_dtype(name: str, device: str) -> torch.dtype:
+    """``auto`` is fp16 on CUDA and fp32 on CPU; fp16/bf16 halve memory and transfer on GPU."""
+    import torch
+
+    if name == "auto":
+        return torch.float16 if device == "cuda" else torch.float32
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
+class ClipEmbedder:
+    """A CLIP model ready for inference.
+
+    Args:
+        spec: which model; random-init specs are built with ``seed`` for reproducibility.
+        weights: optional local path or object-storage URI overriding the spec's weights.
+        device: ``cpu`` or ``cuda``.
+        dtype: ``auto``, ``fp32``, ``fp16`` or ``bf16``.
+        batch_size: rows per forward pass; larger inputs are split.
+        num_threads: torch intra-op threads (0 leaves torch's setting alone).
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        *,
+        weights: str = "",
+        device: str = "cpu",
+        dtype: str = "auto",
+        batch_size: int = 32,
+        num_threads: int = 0,
+        seed: int = 0,
+    ) -> None:
+        import open_clip
+        import torch
+
+        if num_threads > 0:
+            torch.set_num_threads(num_threads)
+        resolved = resolve_weights(spec, weights)
+        self.spec = spec
+        self.device = torch.device(device)
+        self.dtype = torch_dtype(dtype, device)
+        self.batch_size = batch_size
+        if resolved.path is None:
+            torch.manual_seed(seed)
+            if spec.model_cfg is not None:
+                model = open_clip.CLIP(**spec.model_cfg)
+            else:
+                model = open_clip.create_model(spec.architecture, pretrained=None)
+            log.warning("model %s uses random weights (seed %d)", spec.name, seed)
+        else:
+            model = open_clip.create_model(
+                spec.architecture, pretrained=str(_checkpoint_file(resolved.path))
+            )
+            log.info("model %s loaded from %s (%s)", spec.name, resolved.path, resolved.source)
+        self.model = model.eval().to(device=self.device, dtype=self.dtype)
+        context_length = (spec.model_cfg or {}).get("text_cfg", {}).get("context_length", 77)
+        if spec.model_cfg is not None:
+            self.tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=context_length)
+        else:
+            self.tokenizer = open_clip.get_tokenizer(spec.architecture)
+        preprocess = getattr(self.model.visual, "preprocess_cfg", {}) or {}
+        mean = preprocess.get("mean", _OPENAI_MEAN)
+        std = preprocess.get("std", _OPENAI_STD)
+        self._mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1) * 255.0
+        self._std = torch.tensor(std, device=self.device).view(1, 3, 1, 1) * 255.0
+
+    @property
+    def embed_dim(self) -> int:
+        return self.spec.embed_dim
+
+    def embed_images(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, S, S, 3) uint8 RGB at the spec's ``image_size`` → (N, D) float32, unit length."""
+        import torch
+
+        if pixels.ndim != 4 or pixels.shape[-1] != 3:
+            raise ValueError(f"expected (N, H, W, 3) uint8 pixels, got shape {pixels.shape}")
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(pixels), self.batch_size):
+                chunk = torch.from_numpy(
+                    np.require(pixels[start : start + self.batch_size], requirements=["C", "W"])
+                )
+                if self.device.type == "cuda":
+                    chunk = chunk.pin_memory().to(self.device, non_blocking=True)
+                images = (chunk.permute(0, 3, 1, 2).float() - self._mean) / self._std
+                features = self.model.encode_image(images.to(self.dtype), normalize=True)
+                out.append(features.float().cpu().numpy())
+        return _concat(out, self.embed_dim)
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """Strings → (N, D) float32, unit length, in the same space as the images."""
+        import torch
+
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), self.batch_size):
+                tokens = self.tokenizer(list(texts[start : start + self.batch_size]))
+                features = self.model.encode_text(tokens.to(self.device), normalize=True)
+                out.append(features.float().cpu().numpy())
+        return _concat(out, self.embed_dim)
+
+
+def _concat(parts: list[np.ndarray], dim: int) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros((0, dim), dtype=np.float32)
+
+
+def _checkpoint_file(path: Path) -> Path:
+    """A folder of weights (copied prefix, hub snapshot) → the open_clip checkpoint inside it."""
+    if path.is_file():
+        return path
+    for name in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"):
+        if (path / name).is_file():
+            return path / name
+    candidates = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".pt"))
+    if not candidates:
+        from mrag.errors import WeightsNotFoundError
+
+        raise WeightsNotFoundError(f"no open_clip checkpoint (.safetensors/.bin/.pt) in {path}")
+    return candidates[0]
+
+
+def vector_column(vectors: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
+    """(N, D) float32 → ``FixedSizeList<float32>[D]`` (what LanceDB searches); invalid rows null."""
+    import pyarrow as pa
+
+    dim = vectors.shape[1]
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+    mask = None if valid is None else pa.array(~valid)
+    return pa.FixedSizeListArray.from_arrays(flat, dim, mask=mask)
+
+
+class ClipImageEmbedStage:
+    """Ray Data callable class: adds a ``clip`` vector to decoded rows and drops the pixels.
+
+    Rows that failed upstream (non-empty ``error_class``) pass through with a null vector so the
+    writer can record them; only good rows reach the model.
+    """
+
+    def __init__(self, spec: ModelSpec, ingest: IngestConfig, weights: str = "", seed: int = 0):
+        device = pick_device(ingest.embed_num_gpus)
+        self.embedder = ClipEmbedder(
+            spec,
+            weights=weights,
+            device=device,
+            dtype=ingest.dtype,
+            batch_size=ingest.embed_batch_size,
+            num_threads=ingest.torch_threads or os.cpu_count() or 1,
+            seed=seed,
+        )
+
+    def __call__(self, batch: dict[str, Any]) -> pa.Table:
+        import pyarrow as pa
+
+        pixels = batch.pop("pixels")
+        valid = np.array([not e for e in batch["error_class"]], dtype=bool)
+        vectors = np.zeros((len(valid), self.embedder.embed_dim), dtype=np.float32)
+        if valid.any():
+            vectors[valid] = self.embedder.embed_images(pixels[valid])
+        columns = {name: pa.array(values) for name, values in batch.items()}
+        columns["clip"] = vector_column(vectors, valid)
+        columns["clip_model"] = pa.array([self.embedder.spec.name] * len(valid))
+        return pa.table(columns)

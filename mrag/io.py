@@ -1,0 +1,133 @@
+"""Object-storage access through fsspec: local folders and ``s3://`` prefixes (s3fs).
+
+S3 is configured only by the standard AWS environment variables (``AWS_ENDPOINT_URL``,
+``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``/``AWS_DEFAULT_REGION``), so the
+same settings reach s3fs here and LanceDB through :func:`lance_storage_options`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+    import fsspec
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One source object as listed: enough to tell whether it changed since the last ingest."""
+
+    uri: str
+    size: int
+    etag: str
+    mtime: float
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes when the object changes (etag on S3, mtime+size on local disks)."""
+        return f"{self.etag or self.mtime}:{self.size}"
+
+
+def _endpoint() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The filesystem for a URI and the path inside it (``s3://b/k`` → (S3FileSystem, ``b/k``))."""
+    import fsspec
+
+    protocol = uri.split("://", 1)[0] if "://" in uri else "file"
+    if protocol in ("s3", "s3a"):
+        import s3fs
+
+        endpoint = _endpoint()
+        fs = s3fs.S3FileSystem(
+            endpoint_url=endpoint,
+            client_kwargs={"region_name": _region()} if _region() else {},
+            # the listing is taken once per job; stale cached listings would hide new objects
+            use_listings_cache=False,
+        )
+        return fs, uri.split("://", 1)[1]
+    fs, path = fsspec.core.url_to_fs(uri)
+    return fs, path
+
+
+def _region() -> str | None:
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+
+
+def _uri(protocol: str, path: str) -> str:
+    return path if protocol == "file" else f"{protocol}://{path}"
+
+
+def list_objects(sources: Iterable[str], extensions: Iterable[str]) -> Iterator[ObjectInfo]:
+    """Lists files under each source (a folder, a prefix or a single object), recursively.
+
+    Extensions are matched case-insensitively (``.JPG`` is a ``.jpg``); other files are ignored.
+    """
+    wanted = tuple(e.lower() for e in extensions)
+    for source in sources:
+        protocol = source.split("://", 1)[0] if "://" in source else "file"
+        fs, root = filesystem(source)
+        if protocol == "file":
+            root = os.path.abspath(root)
+        if not fs.exists(root):
+            raise FileNotFoundError(f"source {source} does not exist")
+        if fs.isdir(root):
+            entries = fs.find(root, detail=True).values()
+        else:
+            entries = [fs.info(root)]
+        for entry in sorted(entries, key=lambda e: e["name"]):
+            if entry.get("type") == "directory" or not entry["name"].lower().endswith(wanted):
+                continue
+            yield ObjectInfo(
+                uri=_uri(protocol, entry["name"]),
+                size=int(entry.get("size") or 0),
+                etag=str(entry.get("ETag") or entry.get("etag") or "").strip('"'),
+                mtime=_mtime(entry),
+            )
+
+
+def _mtime(entry: dict) -> float:
+    value = entry.get("mtime") or entry.get("LastModified") or entry.get("created") or 0.0
+    return value.timestamp() if hasattr(value, "timestamp") else float(value)
+
+
+def read_bytes(uri: str, max_bytes: int | None = None) -> bytes:
+    """Reads a whole object; refuses objects larger than ``max_bytes`` before reading them."""
+    fs, path = filesystem(uri)
+    if max_bytes is not None:
+        size = fs.size(path)
+        if size is not None and size > max_bytes:
+            raise ValueError(f"object is {size} bytes, over the {max_bytes}-byte limit")
+    return fs.cat_file(path)
+
+
+def lance_storage_options(uri: str) -> dict[str, str]:
+    """LanceDB ``storage_options`` for an ``s3://`` database, taken from the AWS variables.
+
+    LanceDB reads most ``AWS_*`` variables itself; passing them explicitly makes http endpoints on
+    loopback work (``allow_http``) and keeps Ray workers in step with the driver.
+    """
+    if not uri.startswith(("s3://", "s3a://")):
+        return {}
+    options: dict[str, str] = {}
+    endpoint = _endpoint()
+    if endpoint:
+        options["aws_endpoint"] = endpoint
+        if endpoint.startswith("http://"):
+            options["allow_http"] = "true"
+    for env, key in (
+        ("AWS_ACCESS_KEY_ID", "aws_access_key_id"),
+        ("AWS_SECRET_ACCESS_KEY", "aws_secret_access_key"),
+        ("AWS_SESSION_TOKEN", "aws_session_token"),
+    ):
+        if os.environ.get(env):
+            options[key] = os.environ[env]
+    if _region():
+        options["aws_region"] = _region()
+    return options

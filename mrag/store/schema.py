@@ -1,0 +1,87 @@
+"""Table schemas and deterministic ids (see DESIGN.md "Data model").
+
+Ids are content- and locator-derived, so a re-run computes the same keys and ``merge_insert``
+turns repeated work into no-ops instead of duplicate rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pyarrow as pa
+
+PIPELINE_VERSION = "1"
+
+ASSETS = "assets"
+CHUNKS = "chunks"
+ERRORS = "errors"
+
+
+def content_id(data: bytes) -> str:
+    """``asset_id``: hex SHA-256 of the object's bytes (first 32 hex digits)."""
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def chunk_id(asset_id: str, locator: str) -> str:
+    """``chunk_id``: stable for an asset and a locator such as ``image`` or ``page=3``."""
+    return hashlib.sha256(f"{asset_id}|{locator}".encode()).hexdigest()[:32]
+
+
+def error_id(uri: str, fingerprint: str, stage: str) -> str:
+    """One error row per object version and stage: re-running a job does not duplicate it."""
+    return hashlib.sha256(f"{uri}|{fingerprint}|{stage}".encode()).hexdigest()[:32]
+
+
+def assets_schema() -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("asset_id", pa.string(), nullable=False),
+            pa.field("uri", pa.string(), nullable=False),
+            pa.field("size", pa.int64()),
+            pa.field("etag", pa.string()),
+            pa.field("mtime", pa.float64()),
+            pa.field("fingerprint", pa.string()),
+            pa.field("modality", pa.string()),
+            pa.field("status", pa.string()),  # "ok" or "failed"
+            pa.field("n_chunks", pa.int32()),
+            pa.field("ingested_at", pa.timestamp("us", tz="UTC")),
+            pa.field("pipeline_version", pa.string()),
+        ]
+    )
+
+
+def chunks_schema(clip_dim: int) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("chunk_id", pa.string(), nullable=False),
+            pa.field("asset_id", pa.string(), nullable=False),
+            pa.field("uri", pa.string(), nullable=False),
+            pa.field("modality", pa.string()),
+            pa.field("page", pa.int32()),
+            pa.field("start_s", pa.float64()),
+            pa.field("end_s", pa.float64()),
+            pa.field("char_start", pa.int64()),
+            pa.field("char_end", pa.int64()),
+            pa.field("text", pa.string()),
+            pa.field("width_px", pa.int32()),
+            pa.field("height_px", pa.int32()),
+            pa.field("thumbnail", pa.binary()),
+            pa.field("clip", pa.list_(pa.float32(), clip_dim)),
+            pa.field("clip_model", pa.string()),
+            pa.field("metadata", pa.string()),  # JSON
+        ]
+    )
+
+
+def errors_schema() -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("error_id", pa.string(), nullable=False),
+            pa.field("uri", pa.string(), nullable=False),
+            pa.field("stage", pa.string()),
+            pa.field("error_class", pa.string()),
+            pa.field("message", pa.string()),
+            pa.field("fingerprint", pa.string()),
+            pa.field("created_at", pa.timestamp("us", tz="UTC")),
+        ]
+    )
