@@ -19,9 +19,7 @@ if TYPE_CHECKING:
     from mrag.retrieve.search import Hit
 
 
-def validate_request(
-    query: Any, image: Any, k: Any, max_k: int
-) -> None:
+def validate_request(query: Any, image: Any, k: Any, max_k: int) -> None:
     """Exactly one of text or image, a non-empty text, an integer ``k`` in ``[1, max_k]``."""
     if (query is None) == (image is None):
         raise MragError("give exactly one of a text query or an image")

@@ -12,8 +12,6 @@ Submit to a cluster (workers read the same ``AWS_*`` settings)::
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import sys
 import time
@@ -22,7 +20,6 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mrag import io
-from mrag.config import MragConfig, load_config, parse_overrides
 from mrag.decode.image import ImageDecodeStage
 from mrag.embed.clip import ClipImageEmbedStage
 from mrag.models import get_model_spec, resolve_weights
@@ -35,6 +32,8 @@ if TYPE_CHECKING:
 
     import numpy as np
     import ray.data
+
+    from mrag.config import MragConfig
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +121,7 @@ def run_ingest(config: MragConfig, sources: Sequence[str]) -> IngestSummary:
     """
     spec = get_model_spec(config.clip_model)
     resolve_weights(spec, config.clip_weights)
-    summary = IngestSummary(ray_startup_s=init_ray(config.ray_address))
-    quiet_ray_data()
+    summary = IngestSummary()
     started = time.perf_counter()
     store = Store(config.db_uri)
     store.ensure_tables(spec.embed_dim)
@@ -133,6 +131,9 @@ def run_ingest(config: MragConfig, sources: Sequence[str]) -> IngestSummary:
     summary.seen, summary.skipped = len(objects), len(objects) - len(todo)
     failed: Counter[str] = Counter()
     if todo:
+        summary.ray_startup_s = init_ray(config.ray_address)
+        quiet_ray_data()
+        started += summary.ray_startup_s
         dataset = build_dataset(config, todo)
         for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
             for status, error_class in zip(
@@ -149,37 +150,12 @@ def run_ingest(config: MragConfig, sources: Sequence[str]) -> IngestSummary:
     return summary
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags shared by ``python -m pipelines.ingest`` and ``mrag ingest``."""
-    parser.add_argument("sources", nargs="+", help="folders, s3:// prefixes or single objects")
-    parser.add_argument("--db", help="LanceDB URI: a folder or s3://bucket/prefix")
-    parser.add_argument("--config", help="YAML config file")
-    parser.add_argument("--profile", choices=["default", "offline"])
-    parser.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
-    parser.add_argument("--clip-weights", help="local path or s3:// prefix of CLIP weights")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-
-
-def config_from_args(args: argparse.Namespace) -> MragConfig:
-    overrides: dict[str, Any] = {
-        "db_uri": args.db,
-        "ray_address": getattr(args, "address", None),
-        "clip_weights": getattr(args, "clip_weights", None),
-    }
-    overrides.update(parse_overrides(args.set))
-    return load_config(args.config, profile=args.profile, overrides=overrides)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.ingest", description=__doc__)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    summary = run_ingest(config_from_args(args), args.sources)
-    print(json.dumps(summary.to_dict()) if args.json else summary.render())
-    return 0
+    """Same flags as ``mrag ingest`` (one parser, in :mod:`mrag.cli`)."""
+    from mrag.cli import main as cli_main
+
+    return cli_main(["ingest", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     sys.exit(main())

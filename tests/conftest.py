@@ -6,6 +6,7 @@ endpoint, offline model settings and cache folders (tests never touch the networ
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import tempfile
@@ -32,6 +33,9 @@ os.environ.update(
 os.environ.pop("MRAG_API_TOKEN", None)
 
 
+_BUCKET_SEQ = itertools.count()
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -56,9 +60,12 @@ def s3_endpoint() -> str:
 @pytest.fixture
 def s3_bucket(s3_endpoint: str, request: pytest.FixtureRequest) -> str:
     """A fresh, empty bucket per test; returns its name."""
+    import re
+
     import boto3
 
-    name = "t-" + request.node.name.lower().replace("_", "-")[:40].strip("-")
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-")
+    name = f"t{next(_BUCKET_SEQ)}-{slug}"
     client = boto3.client("s3", endpoint_url=s3_endpoint)
     client.create_bucket(Bucket=name)
     return name

@@ -66,13 +66,12 @@ def decode_image(
             "not a decodable image (unknown or corrupt format)", error_class=type(exc).__name__
         ) from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise DecodeError(
-            f"image could not be decoded: {exc}", error_class=type(exc).__name__
-        ) from None
+        kind = "TruncatedImage" if "truncated" in str(exc).lower() else type(exc).__name__
+        raise DecodeError(f"image could not be decoded: {exc}", error_class=kind) from None
     pixels = np.asarray(
         ImageOps.fit(rgb, (image_size, image_size), Image.Resampling.BICUBIC), dtype=np.uint8
     )
-    return DecodedImage(pixels, _thumbnail(rgb, thumbnail_px), width, height)
+    return DecodedImage(pixels, _thumbnail(rgb, thumbnail_px), rgb.width, rgb.height)
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

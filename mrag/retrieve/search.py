@@ -61,7 +61,9 @@ class SearchFilters:
             return cls()
         unknown = set(data) - {"modality", "uri_prefix"}
         if unknown:
-            raise MragError(f"filters: unknown key {sorted(unknown)[0]!r}; allowed: modality, uri_prefix")
+            raise MragError(
+                f"filters: unknown key {sorted(unknown)[0]!r}; allowed: modality, uri_prefix"
+            )
         modality = data.get("modality")
         if isinstance(modality, str):
             modality = [modality]

@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mrag.config import IngestConfig
+from mrag.decode.image import ImageDecodeStage, decode_image
+from mrag.errors import DecodeError
+from tests.media import bad_images, encode, good_images, pattern
+
+LIMITS = {"image_size": 64, "max_pixels": 10_000_000, "thumbnail_px": 32}
+
+
+@pytest.mark.parametrize("name", sorted(good_images()))
+def test_every_supported_mode_decodes_to_rgb_model_input(name: str) -> None:
+    decoded = decode_image(good_images()[name], **LIMITS)
+    assert decoded.pixels.shape == (64, 64, 3)
+    assert decoded.pixels.dtype == np.uint8
+    thumb = Image.open(io.BytesIO(decoded.thumbnail_jpeg))
+    assert thumb.format == "JPEG" and max(thumb.size) <= 32
+
+
+def test_exif_orientation_is_applied() -> None:
+    decoded = decode_image(good_images()["photos/nested/i-rotated.jpeg"], **LIMITS)
+    assert (decoded.width_px, decoded.height_px) == (72, 96)  # stored 96x72, shown rotated
+
+
+def test_alpha_is_composited_on_white_not_black() -> None:
+    transparent = Image.new("RGBA", (40, 40), (0, 0, 0, 0))
+    decoded = decode_image(encode(transparent, "PNG"), **LIMITS)
+    assert decoded.pixels.min() == 255
+
+
+def test_cmyk_colours_survive_conversion() -> None:
+    red = Image.new("RGB", (40, 40), (255, 0, 0)).convert("CMYK")
+    pixel = decode_image(encode(red, "TIFF"), **LIMITS).pixels[32, 32]
+    assert pixel[0] > 200 and pixel[1] < 60 and pixel[2] < 60
+
+
+@pytest.mark.parametrize("name", sorted(bad_images()))
+def test_each_bad_input_class_is_a_typed_decode_error(name: str) -> None:
+    data, error_class = bad_images()[name]
+    with pytest.raises(DecodeError) as info:
+        decode_image(data, **LIMITS)
+    assert info.value.error_class == error_class
+    assert str(info.value)
+
+
+def test_pixel_limit_comes_from_config() -> None:
+    data = encode(pattern(1, (200, 100)), "PNG")
+    decode_image(data, image_size=64, max_pixels=20_000, thumbnail_px=32)
+    with pytest.raises(DecodeError, match="max_image_pixels"):
+        decode_image(data, image_size=64, max_pixels=19_999, thumbnail_px=32)
+
+
+def test_stage_turns_bad_objects_into_error_rows_and_keeps_good_ones(tmp_path) -> None:
+    files = {**good_images(), **{k: v for k, (v, _) in bad_images().items()}}
+    for rel, data in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(data)
+    uris = [str(tmp_path / rel) for rel in files]
+    uris.append(str(tmp_path / "photos" / "vanished.jpg"))  # listed, then deleted before reading
+    batch = {
+        "uri": np.array(uris, dtype=object),
+        "size": np.zeros(len(uris), dtype=np.int64),
+        "etag": np.array([""] * len(uris), dtype=object),
+        "mtime": np.zeros(len(uris)),
+        "fingerprint": np.array(["f"] * len(uris), dtype=object),
+    }
+    out = ImageDecodeStage(IngestConfig(max_image_pixels=10_000_000), image_size=64)(batch)
+    by_uri = dict(zip(out["uri"], out["error_class"], strict=True))
+    for rel in good_images():
+        assert by_uri[str(tmp_path / rel)] == ""
+    for rel, (_, error_class) in bad_images().items():
+        assert by_uri[str(tmp_path / rel)] == error_class
+    assert by_uri[uris[-1]] == "FileNotFoundError"
+    assert out["pixels"].shape == (len(uris), 64, 64, 3)
+    assert len(set(out["chunk_id"])) == len(uris)

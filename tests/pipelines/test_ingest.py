@@ -1,0 +1,91 @@
+"""End to end: images on the S3 server → Ray Data ingest → LanceDB (on S3 and on disk) → search."""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+
+from mrag.config import load_config
+from mrag.query import QueryEngine
+from mrag.store import schema
+from mrag.store.lance import Store
+from pipelines.ingest import run_ingest
+from tests.media import bad_images, good_images
+
+pytestmark = pytest.mark.integration
+
+
+def _upload(bucket: str) -> None:
+    s3 = boto3.client("s3")
+    for key, data in good_images().items():
+        s3.put_object(Bucket=bucket, Key=key, Body=data)
+    for key, (data, _) in bad_images().items():
+        s3.put_object(Bucket=bucket, Key=key, Body=data)
+    s3.put_object(Bucket=bucket, Key="photos/readme.txt", Body=b"not an image extension")
+
+
+@pytest.mark.parametrize("db_on", ["s3", "disk"])
+def test_ingest_from_s3_search_and_rerun(ray_local, s3_bucket: str, tmp_path, db_on: str) -> None:
+    _upload(s3_bucket)
+    db_uri = f"s3://{s3_bucket}/lancedb" if db_on == "s3" else str(tmp_path / "db")
+    config = load_config(
+        profile="offline",
+        overrides={"db_uri": db_uri, "ingest.max_image_pixels": 10_000_000},
+    )
+    source = f"s3://{s3_bucket}/photos/"
+
+    summary = run_ingest(config, [source])
+    good, bad = good_images(), bad_images()
+    assert summary.seen == len(good) + len(bad)
+    assert summary.ingested == len(good)
+    assert summary.failed == {
+        cls: sum(1 for _, c in bad.values() if c == cls) for _, cls in bad.values()
+    }
+
+    store = Store(db_uri)
+    chunks = store.read(schema.CHUNKS, ["uri", "modality", "thumbnail"]).to_pylist()
+    assert sorted(r["uri"] for r in chunks) == sorted(f"s3://{s3_bucket}/{k}" for k in good)
+    assert all(r["modality"] == "image" and r["thumbnail"][:2] == b"\xff\xd8" for r in chunks)
+    errors = {r["uri"]: r for r in store.read(schema.ERRORS).to_pylist()}
+    assert {u: r["error_class"] for u, r in errors.items()} == {
+        f"s3://{s3_bucket}/{k}": cls for k, (_, cls) in bad.items()
+    }
+    assert all(r["stage"] == "decode" and r["message"] for r in errors.values())
+    assets = store.read(schema.ASSETS).to_pylist()
+    assert sorted(a["status"] for a in assets) == ["failed"] * len(bad) + ["ok"] * len(good)
+
+    engine = QueryEngine(config)
+    for key, data in good.items():
+        hits = engine.search(None, image=data, k=3)
+        assert hits[0].uri == f"s3://{s3_bucket}/{key}", key
+        assert hits[0].score > 0.999
+    assert len(engine.search("a photo", k=4)) == 4
+    only_nested = engine.search(
+        "a photo", k=10, filters={"uri_prefix": f"s3://{s3_bucket}/photos/nested/"}
+    )
+    assert [h.uri for h in only_nested] == [f"s3://{s3_bucket}/photos/nested/i-rotated.jpeg"]
+
+    counts = {
+        name: store.count_rows(name) for name in (schema.ASSETS, schema.CHUNKS, schema.ERRORS)
+    }
+    again = run_ingest(config, [source])
+    assert (again.ingested, again.skipped, again.failed) == (0, summary.seen, {})
+    assert {name: store.count_rows(name) for name in counts} == counts
+
+
+def test_changed_and_new_objects_are_the_only_work_on_rerun(ray_local, s3_bucket, tmp_path) -> None:
+    s3 = boto3.client("s3")
+    images = list(good_images().items())
+    for key, data in images[:3]:
+        s3.put_object(Bucket=s3_bucket, Key=key, Body=data)
+    config = load_config(profile="offline", overrides={"db_uri": str(tmp_path / "db")})
+    source = f"s3://{s3_bucket}/photos/"
+    assert run_ingest(config, [source]).ingested == 3
+    s3.put_object(Bucket=s3_bucket, Key=images[3][0], Body=images[3][1])  # new object
+    s3.put_object(Bucket=s3_bucket, Key=images[0][0], Body=images[4][1])  # changed content
+    summary = run_ingest(config, [source])
+    assert (summary.seen, summary.skipped, summary.ingested) == (4, 2, 2)
+    store = Store(config.db_uri)
+    assert store.count_rows(schema.ASSETS) == 4
+    hits = QueryEngine(config).search(None, image=images[4][1], k=1)
+    assert hits[0].uri == f"s3://{s3_bucket}/{images[0][0]}"

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from mrag.errors import ConfigError
+from mrag.store import schema
+from mrag.store.lance import Store
+
+
+def _chunks(ids: list[str], dim: int = 4) -> pa.Table:
+    rows = {
+        "chunk_id": ids,
+        "asset_id": ["a"] * len(ids),
+        "uri": [f"/x/{i}.jpg" for i in ids],
+        "clip": pa.FixedSizeListArray.from_arrays(
+            pa.array([1.0] * dim * len(ids), pa.float32()), dim
+        ),
+    }
+    target = schema.chunks_schema(dim)
+    arrays = [
+        pa.array(rows[f.name], f.type)
+        if f.name in rows and f.name != "clip"
+        else rows["clip"]
+        if f.name == "clip"
+        else pa.nulls(len(ids), f.type)
+        for f in target
+    ]
+    return pa.Table.from_arrays(arrays, schema=target)
+
+
+def test_upsert_is_idempotent_on_chunk_id(tmp_path) -> None:
+    store = Store(str(tmp_path / "db"))
+    store.ensure_tables(clip_dim=4)
+    store.upsert(schema.CHUNKS, _chunks(["c1", "c2"]))
+    store.upsert(schema.CHUNKS, _chunks(["c2", "c3"]))
+    store.upsert(schema.CHUNKS, _chunks(["c1", "c2", "c3"]))
+    assert store.count_rows(schema.CHUNKS) == 3
+    assert sorted(store.read(schema.CHUNKS, ["chunk_id"])["chunk_id"].to_pylist()) == [
+        "c1",
+        "c2",
+        "c3",
+    ]
+
+
+def test_refuses_a_database_built_for_another_vector_width(tmp_path) -> None:
+    store = Store(str(tmp_path / "db"))
+    store.ensure_tables(clip_dim=4)
+    with pytest.raises(ConfigError, match="4-d vectors"):
+        store.ensure_tables(clip_dim=8)
+
+
+def test_empty_database_reads_clearly(tmp_path) -> None:
+    store = Store(str(tmp_path / "db"))
+    assert store.ingested_fingerprints() == {}
+    with pytest.raises(LookupError, match="mrag ingest"):
+        store.read(schema.CHUNKS)
+
+
+@pytest.mark.integration
+def test_database_on_the_s3_server(s3_bucket: str) -> None:
+    store = Store(f"s3://{s3_bucket}/db")
+    store.ensure_tables(clip_dim=4)
+    store.upsert(schema.CHUNKS, _chunks(["c1"]))
+    store.upsert(schema.CHUNKS, _chunks(["c1"]))
+    assert Store(f"s3://{s3_bucket}/db").count_rows(schema.CHUNKS) == 1
