@@ -22,8 +22,8 @@ if TYPE_CHECKING:
     from mrag.config import MragConfig
 
 
-def _common(parser: argparse.ArgumentParser, *, db_required: bool = True) -> None:
-    parser.add_argument("--db", required=db_required, help="LanceDB URI: folder or s3://…")
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", help="LanceDB URI: folder or s3://… (default: config, ./mrag-db)")
     parser.add_argument("--config", help="YAML config file")
     parser.add_argument("--profile", choices=["default", "offline"])
     parser.add_argument("--clip-weights", help="local path or s3:// prefix of CLIP weights")

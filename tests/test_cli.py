@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mrag.cli import main
+from tests.media import bad_images, good_images
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    folder = tmp_path / "corpus"
+    for rel, data in good_images().items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(data)
+    (folder / "photos" / "empty.jpg").write_bytes(bad_images()["photos/empty.jpg"][0])
+    return folder
+
+
+@pytest.mark.integration
+def test_ingest_then_search_json(ray_local, corpus, tmp_path, capsys) -> None:
+    db = str(tmp_path / "db")
+    assert main(["ingest", str(corpus), "--db", db, "--profile", "offline", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["ingested"] == len(good_images())
+    assert summary["failed"] == {"EmptyObject": 1}
+
+    query = corpus / "photos" / "c.png"
+    argv = ["search", "--image", str(query), "--db", db, "--profile", "offline", "-k", "3"]
+    assert main([*argv, "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)["hits"]
+    assert len(hits) == 3
+    assert hits[0]["uri"] == str(query)
+    assert {"chunk_id", "uri", "modality", "score"} <= set(hits[0])
+
+    assert main(["search", "a photo", "--db", db, "--profile", "offline", "--json",
+                 "--uri-prefix", str(corpus / "photos" / "nested")]) == 0  # fmt: skip
+    hits = json.loads(capsys.readouterr().out)["hits"]
+    assert [h["uri"] for h in hits] == [str(corpus / "photos" / "nested" / "i-rotated.jpeg")]
+
+    assert main(argv) == 0
+    assert capsys.readouterr().out.splitlines()[0].endswith(str(query))
+
+
+def test_bad_search_requests_exit_2_with_a_message(tmp_path, capsys) -> None:
+    db = str(tmp_path / "db")
+    assert main(["search", "--db", db, "--profile", "offline"]) == 2
+    assert "exactly one of a text query or an image" in capsys.readouterr().err
+    assert main(["search", "x", "-k", "0", "--db", db, "--profile", "offline"]) == 2
+    assert "k must be an integer from 1 to 100" in capsys.readouterr().err
+    assert main(["search", "x", "--db", db, "--profile", "default"]) == 2
+    assert "--profile offline" in capsys.readouterr().err  # how to get weights, not a traceback
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_demo_runs_offline_end_to_end(tmp_path) -> None:
+    env = {**os.environ, "MRAG_PROFILE": ""}
+    out = subprocess.run(
+        [sys.executable, "-m", "mrag.cli", "demo", "--dir", str(tmp_path / "demo")],
+        capture_output=True, text=True, env=env, timeout=300, check=True,
+    )  # fmt: skip
+    lines = out.stdout.splitlines()
+    assert "ingested 24" in out.stdout and "failed 1" in out.stdout
+    first_hit = lines[lines.index(next(l for l in lines if l.startswith("image search"))) + 1]
+    assert first_hit.strip().endswith("red-circle.jpg")
+    assert "RANDOM weights" in out.stdout and "mrag serve" in out.stdout
