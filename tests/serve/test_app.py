@@ -1,0 +1,344 @@
+"""The search API over real HTTP: a local Ray, Serve on 127.0.0.1, a LanceDB built by the ingest job.
+
+One Serve start for the module (auth on); every request goes through the proxy like a client's.
+The Serve config file in ``cluster/`` is validated against Ray's own schema and the app's graph.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from mrag.config import MragConfig, load_config
+from tests.media import encode, pattern
+
+TOKEN = "s3cret-test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+MAX_K = 20
+MAX_BODY_BYTES = 256 * 1024
+REPO = Path(__file__).resolve().parents[2]
+
+# Four distinct pictures, two of them under nested/ to exercise uri_prefix filters.
+IMAGES = {
+    "a.png": ("PNG", 21),
+    "b.jpg": ("JPEG", 22),
+    "nested/c.png": ("PNG", 23),
+    "nested/d.jpg": ("JPEG", 24),
+}
+
+
+@dataclass
+class Server:
+    url: str
+    client: httpx.Client
+    config: MragConfig
+    images: dict[str, bytes]  # uri → file bytes
+    media_root: Path
+
+    def search(self, body: dict | bytes, headers: dict | None = None) -> httpx.Response:
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return self.client.post(
+            "/v1/search",
+            content=content,
+            headers={"Content-Type": "application/json", **(AUTH if headers is None else headers)},
+        )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+@pytest.fixture(scope="module")
+def server(ray_local, tmp_path_factory):
+    from ray import serve
+
+    from mrag.serve.app import run_server
+    from mrag.store import schema
+    from mrag.store.lance import Store
+    from pipelines.ingest import run_ingest
+
+    root = tmp_path_factory.mktemp("serve")
+    media = root / "media"
+    for name, (fmt, seed) in IMAGES.items():
+        path = media / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encode(pattern(seed), fmt, **({"quality": 90} if fmt == "JPEG" else {})))
+    config = load_config(
+        profile="offline",
+        overrides={
+            "db_uri": str(root / "db"),
+            "serve.port": _free_port(),
+            "serve.max_k": MAX_K,
+            "serve.max_body_bytes": MAX_BODY_BYTES,
+            "serve.encoder_max_batch_size": 8,
+            "serve.encoder_batch_wait_s": 0.1,  # wide window so concurrent calls share a batch
+            "serve.max_ongoing_requests": 32,
+        },
+    )
+    summary = run_ingest(config, [str(media)])
+    assert summary.ingested == len(IMAGES), summary.render()
+    uris = Store(config.db_uri).read(schema.CHUNKS, ["uri"])["uri"].to_pylist()
+    by_name = {name: next(u for u in uris if u.endswith(name)) for name in IMAGES}
+
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MRAG_API_TOKEN", TOKEN)  # read when the app is built, after Ray started
+        url = run_server(config, blocking=False)
+    client = httpx.Client(base_url=url, timeout=60)
+    try:
+        yield Server(
+            url=url,
+            client=client,
+            config=config,
+            images={by_name[n]: (media / n).read_bytes() for n in IMAGES},
+            media_root=media,
+        )
+    finally:
+        client.close()
+        serve.shutdown()
+
+
+def _error(response: httpx.Response) -> str:
+    assert response.headers["content-type"].startswith("application/json"), response.text
+    body = response.json()
+    assert set(body) == {"error"} and body["error"], body
+    return body["error"]
+
+
+@pytest.mark.integration
+def test_healthz_needs_no_token(server: Server) -> None:
+    response = server.client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "ok",
+        "clip_model": "tiny-clip-random",
+        "max_k": MAX_K,
+        "auth": True,
+    }
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}, {"Authorization": "Bearer "}],
+    ids=["missing", "wrong-token", "no-scheme", "empty-token"],
+)
+def test_search_without_the_token_is_401(server: Server, headers: dict) -> None:
+    response = server.search({"query": "a photo"}, headers=headers)
+    assert response.status_code == 401
+    assert "token" in _error(response)
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert TOKEN not in response.text
+
+
+@pytest.mark.integration
+def test_text_search_returns_k_ranked_hits(server: Server) -> None:
+    response = server.search({"query": "a colourful picture", "k": 3})
+    assert response.status_code == 200, response.text
+    hits = response.json()["hits"]
+    assert len(hits) == 3
+    for hit in hits:
+        assert {"chunk_id", "asset_id", "uri", "modality", "score"} <= set(hit)
+        assert hit["modality"] == "image" and hit["uri"] in server.images
+        assert "thumbnail_jpeg_b64" not in hit
+    scores = [h["score"] for h in hits]
+    assert scores == sorted(scores, reverse=True)
+
+    everything = server.search({"query": "a colourful picture"}).json()["hits"]
+    assert sorted(h["uri"] for h in everything) == sorted(server.images)  # default k=10 > 4 rows
+
+
+@pytest.mark.integration
+def test_image_search_finds_the_same_image_first(server: Server) -> None:
+    for uri, data in server.images.items():
+        response = server.search({"image": _b64(data), "k": 2})
+        assert response.status_code == 200, response.text
+        hits = response.json()["hits"]
+        assert [h["uri"] for h in hits][:1] == [uri]
+        assert hits[0]["score"] > 0.999
+
+
+@pytest.mark.integration
+def test_image_as_data_url_or_wrapped_base64_with_thumbnail(server: Server) -> None:
+    uri, data = next(iter(server.images.items()))
+    wrapped = "\n".join(_b64(data)[i : i + 76] for i in range(0, len(_b64(data)), 76))
+    for image in (f"data:image/png;base64,{_b64(data)}", wrapped):
+        response = server.search({"image": image, "k": 1, "include_thumbnail": True})
+        assert response.status_code == 200, response.text
+        (hit,) = response.json()["hits"]
+        assert hit["uri"] == uri
+        assert base64.b64decode(hit["thumbnail_jpeg_b64"])[:2] == b"\xff\xd8"  # a JPEG
+
+
+@pytest.mark.integration
+def test_filters_restrict_results(server: Server) -> None:
+    nested = str(server.media_root / "nested") + "/"
+    response = server.search({"query": "a picture", "k": 10, "filters": {"uri_prefix": nested}})
+    assert response.status_code == 200, response.text
+    assert sorted(h["uri"] for h in response.json()["hits"]) == sorted(
+        u for u in server.images if u.startswith(nested)
+    )
+    images_only = server.search({"query": "x", "filters": {"modality": ["image"]}}).json()
+    assert len(images_only["hits"]) == len(server.images)
+    text_only = server.search({"query": "x", "filters": {"modality": "text"}}).json()
+    assert text_only["hits"] == []
+
+
+_NOT_AN_IMAGE = _b64(b"%PDF-1.4 definitely not pixels" * 10)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (b"\xff\xfe\x00garbage", 400, "not valid JSON"),
+        (b"[" * 100_000, 400, "not valid JSON"),
+        (b'["a photo"]', 400, "JSON object"),
+        ({"query": "x", "limit": 3}, 400, "unknown field 'limit'"),
+        ({}, 400, "exactly one"),
+        ({"k": 3}, 400, "exactly one"),
+        ({"query": "x", "image": _NOT_AN_IMAGE}, 400, "exactly one"),
+        ({"query": "   "}, 400, "non-empty"),
+        ({"query": 42}, 400, "non-empty string"),
+        ({"query": "x", "k": 0}, 400, f"from 1 to {MAX_K}"),
+        ({"query": "x", "k": MAX_K + 1}, 400, f"from 1 to {MAX_K}"),
+        ({"query": "x", "k": "3"}, 400, "k must be an integer"),
+        ({"query": "x", "k": 2.5}, 400, "k must be an integer"),
+        ({"query": "x", "k": True}, 400, "k must be an integer"),
+        ({"image": "not base64!!"}, 400, "not valid base64"),
+        ({"image": ""}, 400, "image is empty"),
+        ({"image": "===="}, 400, "not valid base64"),
+        ({"image": 123}, 400, "base64 string"),
+        ({"image": _NOT_AN_IMAGE}, 400, "could not be decoded"),
+        ({"query": "x", "filters": {"color": "red"}}, 400, "unknown key 'color'"),
+        ({"query": "x", "filters": {"modality": "hologram"}}, 400, "filters.modality"),
+        ({"query": "x", "filters": {"uri_prefix": 7}}, 400, "filters.uri_prefix"),
+        ({"query": "x", "filters": ["modality"]}, 400, "filters must be an object"),
+        ({"query": "x", "include_thumbnail": "yes"}, 400, "include_thumbnail"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_bad_requests_get_a_json_error(server: Server, body, status: int, words: str) -> None:
+    response = server.search(body)
+    assert response.status_code == status, response.text
+    assert words in _error(response)
+
+
+@pytest.mark.integration
+def test_oversize_bodies_are_413_by_header_and_by_length(server: Server) -> None:
+    oversize = json.dumps({"query": "x" * (MAX_BODY_BYTES + 1)}).encode()
+    by_header = server.search(oversize)
+    assert by_header.status_code == 413
+    assert str(MAX_BODY_BYTES) in _error(by_header)
+
+    def chunked():  # no Content-Length: only the running count can catch it
+        for start in range(0, len(oversize), 16 * 1024):
+            yield oversize[start : start + 16 * 1024]
+
+    by_length = server.client.post(
+        "/v1/search", content=chunked(), headers={"Content-Type": "application/json", **AUTH}
+    )
+    assert "content-length" not in by_length.request.headers
+    assert by_length.status_code == 413
+    assert str(MAX_BODY_BYTES) in _error(by_length)
+
+    # The check leaves the server healthy and a body just under the limit still works.
+    fits = b'{"query": "a photo", "k": 1}'
+    assert server.search(fits.ljust(MAX_BODY_BYTES, b" ")).status_code == 200
+
+
+@pytest.mark.integration
+def test_unknown_routes_use_the_same_error_shape(server: Server) -> None:
+    assert server.client.get("/v1/nothing-here", headers=AUTH).status_code == 404
+    response = server.client.get("/v1/search", headers=AUTH)
+    assert response.status_code == 405
+    assert _error(response)
+
+
+@pytest.mark.integration
+def test_concurrent_requests_all_succeed_and_share_batches(server: Server) -> None:
+    from ray import serve
+
+    images = list(server.images.items())
+    bodies = [
+        {"query": f"picture number {i}", "k": 2}
+        if i % 2
+        else {"image": _b64(images[i // 2 % len(images)][1]), "k": 1}
+        for i in range(16)
+    ]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        responses = list(pool.map(server.search, bodies))
+    assert [r.status_code for r in responses] == [200] * 16, [r.text for r in responses]
+    for body, response in zip(bodies, responses, strict=True):
+        hits = response.json()["hits"]
+        if "image" in body:
+            assert server.images[hits[0]["uri"]] == base64.b64decode(body["image"])
+        else:
+            assert len(hits) == 2
+
+    encoder = serve.get_deployment_handle("QueryEncoder", app_name="mrag")
+    stats = encoder.stats.remote().result(timeout_s=30)
+    assert stats["max_batch_size"] == 8  # from config.serve, applied in the replica
+    assert stats["batch_wait_timeout_s"] == pytest.approx(0.1)
+    assert 2 <= stats["largest_batch"] <= 8, stats
+
+
+def test_serve_config_file_matches_the_app() -> None:
+    from ray._common.utils import import_attr
+    from ray.serve._private.build_app import build_app as serve_build_app
+    from ray.serve.schema import DeploymentSchema, ServeDeploySchema
+
+    raw = yaml.safe_load((REPO / "cluster" / "serve.yaml").read_text())
+    config = ServeDeploySchema.model_validate(raw)
+    (app_config,) = config.applications
+    assert (app_config.name, app_config.route_prefix) == ("mrag", "/")
+
+    # Serve ignores unknown deployment keys, so a typo would silently do nothing.
+    for deployment in raw["applications"][0]["deployments"]:
+        assert set(deployment) <= set(DeploymentSchema.model_fields), deployment
+        assert deployment["autoscaling_config"]["max_replicas"] >= 1
+
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MRAG_DB", "/nonexistent/mrag-db")  # building touches no database
+        env.setenv("MRAG_PROFILE", "offline")
+        application = import_attr(app_config.import_path)
+    from ray import serve
+
+    assert isinstance(application, serve.Application)
+    built = serve_build_app(application, name="mrag")
+    assert built.ingress_deployment_name == "SearchIngress"
+    assert sorted(d.name for d in built.deployments) == sorted(
+        d.name for d in app_config.deployments
+    )
+    encoder_yaml = next(
+        d for d in raw["applications"][0]["deployments"] if d["name"] == "QueryEncoder"
+    )
+    assert set(encoder_yaml.get("user_config", {})) <= {"max_batch_size", "batch_wait_timeout_s"}
+    # serve.batch never forms batches larger than max_ongoing_requests.
+    assert encoder_yaml["user_config"]["max_batch_size"] <= encoder_yaml["max_ongoing_requests"]
+
+
+def test_app_builder_rejects_unknown_arguments() -> None:
+    from mrag.errors import ConfigError
+    from mrag.serve.app import app_builder
+
+    with pytest.raises(ConfigError, match="unknown argument 'colour'"):
+        app_builder({"colour": "red"})
+    application = app_builder({"db": "/nonexistent/db", "profile": "offline", "serve.max_k": "5"})
+    from ray import serve
+
+    assert isinstance(application, serve.Application)
