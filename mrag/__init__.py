@@ -59,8 +59,10 @@ def search(
     image: bytes | None = None,
     k: int = 10,
     filters: dict | None = None,
+    mode: str = "hybrid",
 ) -> list[Hit]:
-    """Text→image or image→image search in-process (no Ray needed)."""
+    """Search by text or image bytes in-process (no Ray needed); ``mode``: vector, fts, hybrid."""
     from mrag.query import QueryEngine
 
-    return QueryEngine.for_config(config).search(query, image=image, k=k, filters=filters)
+    engine = QueryEngine.for_config(config)
+    return engine.search(query, image=image, k=k, filters=filters, mode=mode)

@@ -54,12 +54,16 @@ def cmd_search(args: argparse.Namespace) -> int:
         filters["modality"] = args.modality
     if args.uri_prefix:
         filters["uri_prefix"] = args.uri_prefix
-    hits = QueryEngine.for_config(config).search(args.text, image=image, k=args.k, filters=filters)
+    if args.page is not None:
+        filters["page"] = args.page
+    engine = QueryEngine.for_config(config)
+    hits = engine.search(args.text, image=image, k=args.k, filters=filters, mode=args.mode)
     if args.json:
         print(json.dumps({"hits": [hit.to_dict() for hit in hits]}))
     else:
         for rank, hit in enumerate(hits, 1):
-            print(f"{rank:>3}  {hit.score:+.4f}  {hit.modality:<8} {hit.uri}")
+            where = f"  p.{hit.page}" if hit.page else ""
+            print(f"{rank:>3}  {hit.score:+.4f}  {hit.modality:<8} {hit.uri}{where}")
         if not hits:
             print("no hits", file=sys.stderr)
     return 0
@@ -72,6 +76,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config.serve.host = args.host or config.serve.host
     config.serve.port = args.port or config.serve.port
     run_server(config, blocking=True)
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from mrag.store.lance import Store
+    from pipelines.index import build_indices
+
+    config = _config(args)
+    report = build_indices(Store(config.db_uri), config.index, rebuild_vectors=args.rebuild)
+    print(report.render())
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from mrag.eval import evaluate, load_qrels, load_queries
+    from mrag.query import QueryEngine
+
+    config = _config(args)
+    modes = tuple(args.modes.split(",")) if args.modes else ("vector", "fts", "hybrid")
+    report = evaluate(
+        QueryEngine.for_config(config), load_queries(args.queries), load_qrels(args.qrels), modes
+    )
+    print(json.dumps({"n_queries": report.n_queries, "metrics": report.metrics}) if args.json
+          else report.render())  # fmt: skip
     return 0
 
 
@@ -100,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("-k", type=int, default=10)
     search.add_argument("--modality", action="append", help="restrict to a modality (repeatable)")
     search.add_argument("--uri-prefix", help="restrict to objects under this URI prefix")
+    search.add_argument("--page", type=int, help="restrict to one PDF page (1-based)")
+    search.add_argument(
+        "--mode", choices=["vector", "fts", "hybrid"], default="hybrid", help="default: hybrid"
+    )
     search.add_argument("--json", action="store_true")
     _common(search)
     search.set_defaults(run=cmd_search)
@@ -110,6 +142,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.add_argument("--address", help="Ray cluster address (default: local Ray)")
     serve.set_defaults(run=cmd_serve)
+
+    index = sub.add_parser("index", help="build or update full-text, scalar and vector indices")
+    _common(index)
+    index.add_argument("--rebuild", action="store_true", help="retrain vector indices")
+    index.set_defaults(run=cmd_index)
+
+    evaluation = sub.add_parser("eval", help="recall@k, nDCG@10, MRR per mode on BEIR files")
+    _common(evaluation)
+    evaluation.add_argument("--queries", required=True, help="queries.jsonl (_id, text)")
+    evaluation.add_argument("--qrels", required=True, help="qrels TSV: query-id corpus-id score")
+    evaluation.add_argument("--modes", help="comma-separated subset of vector,fts,hybrid")
+    evaluation.add_argument("--json", action="store_true")
+    evaluation.set_defaults(run=cmd_eval)
 
     demo = sub.add_parser("demo", help="build a sample corpus, ingest it, search it")
     demo.add_argument("--dir", default="mrag-demo", help="where the corpus and database go")
@@ -128,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return args.run(args)
-    except (MragError, FileNotFoundError) as exc:
+    except (MragError, FileNotFoundError, LookupError) as exc:
         print(f"mrag {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -48,6 +48,7 @@ class ModelSpec:
         model_cfg: open_clip model config for architectures open_clip does not list.
         query_prefix: prepended to queries (E5/BGE style text models).
         passage_prefix: prepended to passages.
+        pooling: how token states become one vector (``mean`` or ``cls``).
     """
 
     name: str
@@ -63,6 +64,7 @@ class ModelSpec:
     model_cfg: dict[str, Any] | None = field(default=None, hash=False, compare=False)
     query_prefix: str = ""
     passage_prefix: str = ""
+    pooling: str = "mean"  # text encoders: "mean" over tokens or the "cls" token
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -127,6 +129,28 @@ register_model(
         architecture="bert",
         embed_dim=384,
         hub_id="sentence-transformers/all-MiniLM-L6-v2",
+    )
+)
+register_model(
+    ModelSpec(
+        name="bge-small-en-v1.5",
+        family="hf_text",
+        architecture="bert",
+        embed_dim=384,
+        hub_id="BAAI/bge-small-en-v1.5",
+        query_prefix="Represent this sentence for searching relevant passages: ",
+        pooling="cls",
+    )
+)
+register_model(
+    ModelSpec(
+        name="e5-small-v2",
+        family="hf_text",
+        architecture="bert",
+        embed_dim=384,
+        hub_id="intfloat/e5-small-v2",
+        query_prefix="query: ",
+        passage_prefix="passage: ",
     )
 )
 register_model(
@@ -206,7 +230,7 @@ def _package_weights(package: str) -> Path | None:
 
 
 def _hub_weights(spec: ModelSpec) -> Path | None:
-    """A hub checkpoint from the HF cache, downloading only when the hub is allowed and reachable."""
+    """A hub checkpoint from the HF cache; downloads only when the hub is allowed and reachable."""
     try:
         from huggingface_hub import hf_hub_download, snapshot_download
         from huggingface_hub.errors import HFValidationError

@@ -12,8 +12,14 @@ from pathlib import Path
 
 from mrag.config import load_config
 
-_COLOURS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 70, 220),
-            "yellow": (240, 210, 40), "purple": (140, 50, 170), "orange": (245, 140, 20)}  # fmt: skip
+_COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 170, 60),
+    "blue": (40, 70, 220),
+    "yellow": (240, 210, 40),
+    "purple": (140, 50, 170),
+    "orange": (245, 140, 20),
+}
 _SHAPES = ("circle", "square", "triangle", "stripes")
 _FORMATS = (("jpg", "JPEG"), ("png", "PNG"), ("webp", "WEBP"))
 

@@ -19,9 +19,11 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mrag.embed.text import TextEmbedStage
+
 from mrag import io
-from mrag.decode.image import ImageDecodeStage
-from mrag.embed.clip import ClipImageEmbedStage
+from mrag.decode.stage import DecodeStage
+from mrag.embed.clip import ClipEmbedStage
 from mrag.models import get_model_spec, resolve_weights
 from mrag.ray_runtime import init_ray, quiet_ray_data
 from mrag.store.lance import Store
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     import numpy as np
+    import pyarrow as pa
     import ray.data
 
     from mrag.config import MragConfig
@@ -46,28 +49,39 @@ class IngestSummary:
     skipped: int = 0
     ingested: int = 0
     failed: dict[str, int] = field(default_factory=dict)
+    chunks: int = 0
+    index: str = ""
     elapsed_s: float = 0.0
     ray_startup_s: float = 0.0
 
     @property
-    def images_per_s(self) -> float:
+    def objects_per_s(self) -> float:
         processed = self.ingested + sum(self.failed.values())
         return processed / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
+    @property
+    def chunks_per_s(self) -> float:
+        return self.chunks / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "images_per_s": round(self.images_per_s, 2)}
+        return {
+            **asdict(self),
+            "objects_per_s": round(self.objects_per_s, 2),
+            "chunks_per_s": round(self.chunks_per_s, 2),
+        }
 
     def render(self) -> str:
         failed = ", ".join(f"{k}={v}" for k, v in sorted(self.failed.items())) or "none"
         return (
             f"objects seen {self.seen}, ingested {self.ingested}, skipped {self.skipped}, "
-            f"failed {sum(self.failed.values())} ({failed}); {self.images_per_s:.1f} images/s "
-            f"over {self.elapsed_s:.1f} s (Ray start-up {self.ray_startup_s:.1f} s, not counted)"
+            f"failed {sum(self.failed.values())} ({failed}); {self.chunks} chunks; "
+            f"{self.objects_per_s:.1f} objects/s, {self.chunks_per_s:.1f} chunks/s over "
+            f"{self.elapsed_s:.1f} s (Ray start-up {self.ray_startup_s:.1f} s, not counted)"
         )
 
 
-def _decode(batch: dict[str, np.ndarray], ingest: Any, image_size: int) -> dict[str, np.ndarray]:
-    return ImageDecodeStage(ingest, image_size)(batch)
+def _decode(batch: dict[str, np.ndarray], **kwargs: Any) -> pa.Table:
+    return DecodeStage(**kwargs)(batch)
 
 
 def build_dataset(config: MragConfig, objects: list[io.ObjectInfo]) -> ray.data.Dataset:
@@ -76,31 +90,48 @@ def build_dataset(config: MragConfig, objects: list[io.ObjectInfo]) -> ray.data.
     from ray.data import ActorPoolStrategy
 
     ingest = config.ingest
-    spec = get_model_spec(config.clip_model)
+    clip_spec = get_model_spec(config.clip_model)
+    text_spec = get_model_spec(config.text_model)
     rows = [{**asdict(o), "fingerprint": o.fingerprint} for o in objects]
     read_blocks = max(1, min(len(rows) // ingest.read_batch_size, 200))
+    model_stage = {
+        "batch_size": ingest.embed_batch_size,
+        "batch_format": "pyarrow",
+        "compute": ActorPoolStrategy(size=ingest.embed_actors),
+        "num_cpus": ingest.embed_num_cpus,
+        "num_gpus": ingest.embed_num_gpus,
+    }
     return (
         ray.data.from_items(rows, override_num_blocks=read_blocks)
         .map_batches(
             _decode,
-            fn_kwargs={"ingest": ingest, "image_size": spec.image_size},
+            fn_kwargs={
+                "ingest": ingest,
+                "image_size": clip_spec.image_size,
+                "text_spec": text_spec,
+            },
             batch_size=ingest.read_batch_size,
             batch_format="numpy",
             num_cpus=ingest.decode_num_cpus,
         )
         .map_batches(
-            ClipImageEmbedStage,
+            ClipEmbedStage,
             fn_constructor_kwargs={
-                "spec": spec,
+                "spec": clip_spec,
                 "ingest": ingest,
                 "weights": config.clip_weights,
                 "seed": config.seed,
             },
-            batch_size=ingest.embed_batch_size,
-            batch_format="numpy",
-            compute=ActorPoolStrategy(size=ingest.embed_actors),
-            num_cpus=ingest.embed_num_cpus,
-            num_gpus=ingest.embed_num_gpus,
+            **model_stage,
+        )
+        .map_batches(
+            TextEmbedStage,
+            fn_constructor_kwargs={
+                "spec": text_spec,
+                "ingest": ingest,
+                "weights": config.text_weights,
+            },
+            **model_stage,
         )
         .map_batches(
             LanceWriteStage,
@@ -119,34 +150,37 @@ def run_ingest(config: MragConfig, sources: Sequence[str]) -> IngestSummary:
     Fails fast (before any work) when the CLIP weights cannot be found. Objects whose fingerprint
     (etag or mtime, and size) matches a previous run are skipped, so re-running adds no rows.
     """
-    spec = get_model_spec(config.clip_model)
-    resolve_weights(spec, config.clip_weights)
+    clip_spec = get_model_spec(config.clip_model)
+    text_spec = get_model_spec(config.text_model)
+    resolve_weights(clip_spec, config.clip_weights)
+    resolve_weights(text_spec, config.text_weights)
     summary = IngestSummary()
     started = time.perf_counter()
     store = Store(config.db_uri)
-    store.ensure_tables(spec.embed_dim)
+    store.ensure_tables(clip_spec.embed_dim, text_spec.embed_dim)
     known = store.ingested_fingerprints(include_failed=not config.ingest.retry_failed)
     objects = list(io.list_objects(sources, config.ingest.extensions))
     todo = [o for o in objects if known.get(o.uri) != o.fingerprint]
     summary.seen, summary.skipped = len(objects), len(objects) - len(todo)
-    failed: Counter[str] = Counter()
     if todo:
         summary.ray_startup_s = init_ray(config.ray_address)
         quiet_ray_data()
         started += summary.ray_startup_s
         dataset = build_dataset(config, todo)
+        outcome: dict[str, str] = {}  # uri → "" (ok) or error class; rows of one object repeat
         for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
-            for status, error_class in zip(
-                batch["status"].to_pylist(), batch["error_class"].to_pylist(), strict=True
-            ):
-                if status == "ok":
-                    summary.ingested += 1
-                else:
-                    failed[error_class] += 1
-        summary.failed = dict(failed)
+            errors = batch["error_class"].to_pylist()
+            outcome.update(zip(batch["uri"].to_pylist(), errors, strict=True))
+            summary.chunks += sum(1 for error_class in errors if not error_class)
+        summary.ingested = sum(1 for error_class in outcome.values() if not error_class)
+        summary.failed = dict(Counter(e for e in outcome.values() if e))
     summary.elapsed_s = time.perf_counter() - started
     if todo:
         store.optimize()
+        if config.index.auto_after_ingest:
+            from pipelines.index import build_indices
+
+            summary.index = build_indices(store, config.index).render()
     return summary
 
 

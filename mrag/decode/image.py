@@ -11,15 +11,11 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from mrag.errors import DecodeError
-
-if TYPE_CHECKING:
-    from mrag.config import IngestConfig
 
 # Our own pixel limit (checked from the header, before decoding) replaces Pillow's global one.
 Image.MAX_IMAGE_PIXELS = None
@@ -94,73 +90,3 @@ def _thumbnail(rgb: Image.Image, thumbnail_px: int) -> bytes:
     out = io.BytesIO()
     thumb.save(out, format="JPEG", quality=80)
     return out.getvalue()
-
-
-class ImageDecodeStage:
-    """Ray Data callable: listed objects → read bytes → decoded, model-ready rows.
-
-    Input columns: ``uri``, ``size``, ``etag``, ``mtime``, ``fingerprint``. Output adds ids,
-    ``pixels`` (N, S, S, 3 uint8), ``thumbnail``, ``width_px``, ``height_px`` and the error columns
-    ``error_stage``/``error_class``/``error_message`` (empty strings for good rows). A bad object
-    becomes a row with an error, never an exception that would fail the batch.
-    """
-
-    def __init__(self, ingest: IngestConfig, image_size: int) -> None:
-        self.ingest = ingest
-        self.image_size = image_size
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from mrag import io as storage
-        from mrag.store import schema
-
-        n = len(batch["uri"])
-        out: dict[str, list] = {
-            k: []
-            for k in (
-                "asset_id",
-                "chunk_id",
-                "thumbnail",
-                "width_px",
-                "height_px",
-                "error_stage",
-                "error_class",
-                "error_message",
-            )
-        }
-        pixels = np.zeros((n, self.image_size, self.image_size, 3), dtype=np.uint8)
-        for i, uri in enumerate(batch["uri"]):
-            stage, error, data = "read", None, b""
-            try:
-                data = storage.read_bytes(str(uri), max_bytes=self.ingest.max_object_bytes)
-                stage = "decode"
-                decoded = decode_image(
-                    data,
-                    image_size=self.image_size,
-                    max_pixels=self.ingest.max_image_pixels,
-                    thumbnail_px=self.ingest.thumbnail_px,
-                )
-                pixels[i] = decoded.pixels
-            except DecodeError as exc:
-                error = (exc.error_class, str(exc))
-            except (OSError, ValueError) as exc:  # unreadable object: permissions, vanished, size
-                error = (type(exc).__name__, str(exc) or repr(exc))
-            asset_id = (
-                schema.content_id(data)
-                if data
-                else schema.content_id(f"{uri}|{batch['fingerprint'][i]}".encode())
-            )
-            out["asset_id"].append(asset_id)
-            out["chunk_id"].append(schema.chunk_id(asset_id, "image"))
-            out["thumbnail"].append(b"" if error else decoded.thumbnail_jpeg)
-            out["width_px"].append(0 if error else decoded.width_px)
-            out["height_px"].append(0 if error else decoded.height_px)
-            out["error_stage"].append(stage if error else "")
-            out["error_class"].append(error[0] if error else "")
-            out["error_message"].append(error[1] if error else "")
-        result = dict(batch)
-        result.update({k: np.array(v, dtype=object) for k, v in out.items()})
-        result["width_px"] = np.array(out["width_px"], dtype=np.int32)
-        result["height_px"] = np.array(out["height_px"], dtype=np.int32)
-        result["modality"] = np.array(["image"] * n, dtype=object)
-        result["pixels"] = pixels
-        return result

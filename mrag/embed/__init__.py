@@ -32,7 +32,7 @@ def create_embedder(
     num_threads: int = 0,
     seed: int = 0,
 ) -> Embedder:
-    """Builds the embedder for a spec's family (``open_clip`` today)."""
+    """Builds the embedder for a spec's family (``open_clip`` or ``hf_text``)."""
     if spec.family == "open_clip":
         from mrag.embed.clip import ClipEmbedder
 
@@ -45,4 +45,15 @@ def create_embedder(
             num_threads=num_threads,
             seed=seed,
         )
-    raise NotImplementedError(f"no embedder for family {spec.family!r} yet")
+    if spec.family == "hf_text":
+        from mrag.embed.text import HFTextEmbedder
+
+        return HFTextEmbedder(
+            spec,
+            weights=weights,
+            device=device,
+            dtype=dtype,
+            batch_size=batch_size,
+            num_threads=num_threads,
+        )
+    raise ValueError(f"no embedder for model family {spec.family!r}")

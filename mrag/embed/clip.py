@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mrag.models import ModelSpec, resolve_weights
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import pyarrow as pa
     import torch
 
@@ -170,11 +171,12 @@ def vector_column(vectors: np.ndarray, valid: np.ndarray | None = None) -> pa.Ar
     return pa.FixedSizeListArray.from_arrays(flat, dim, mask=mask)
 
 
-class ClipImageEmbedStage:
-    """Ray Data callable class: adds a ``clip`` vector to decoded rows and drops the pixels.
+class ClipEmbedStage:
+    """Ray Data callable class: adds the ``clip`` vector to chunk rows and drops their pixels.
 
-    Rows that failed upstream (non-empty ``error_class``) pass through with a null vector so the
-    writer can record them; only good rows reach the model.
+    Rows with pixels (``image``, ``pdf_page``) go through the image tower, ``text`` rows through
+    the text tower, so an image query can reach text and a text query can reach images. Rows that
+    failed upstream pass through with a null vector so the writer can record them.
     """
 
     def __init__(self, spec: ModelSpec, ingest: IngestConfig, weights: str = "", seed: int = 0):
@@ -189,15 +191,28 @@ class ClipImageEmbedStage:
             seed=seed,
         )
 
-    def __call__(self, batch: dict[str, Any]) -> pa.Table:
+    def __call__(self, rows: pa.Table) -> pa.Table:
         import pyarrow as pa
 
-        pixels = batch.pop("pixels")
-        valid = np.array([not e for e in batch["error_class"]], dtype=bool)
-        vectors = np.zeros((len(valid), self.embedder.embed_dim), dtype=np.float32)
-        if valid.any():
-            vectors[valid] = self.embedder.embed_images(pixels[valid])
-        columns = {name: pa.array(values) for name, values in batch.items()}
-        columns["clip"] = vector_column(vectors, valid)
-        columns["clip_model"] = pa.array([self.embedder.spec.name] * len(valid))
-        return pa.table(columns)
+        size = self.embedder.spec.image_size
+        ok = [not e for e in rows["error_class"].to_pylist()]
+        pixels = rows["pixels"].to_pylist()
+        texts = rows["text"].to_pylist()
+        modalities = rows["modality"].to_pylist()
+        image_rows = [i for i, good in enumerate(ok) if good and pixels[i]]
+        text_rows = [
+            i for i, good in enumerate(ok) if good and modalities[i] == "text" and texts[i]
+        ]
+        vectors = np.zeros((rows.num_rows, self.embedder.embed_dim), dtype=np.float32)
+        if image_rows:
+            stacked = np.frombuffer(b"".join(pixels[i] for i in image_rows), dtype=np.uint8)
+            vectors[image_rows] = self.embedder.embed_images(stacked.reshape(-1, size, size, 3))
+        if text_rows:
+            vectors[text_rows] = self.embedder.embed_texts([texts[i] for i in text_rows])
+        valid = np.zeros(rows.num_rows, dtype=bool)
+        valid[image_rows + text_rows] = True
+        return (
+            rows.drop_columns(["pixels"])
+            .append_column("clip", vector_column(vectors, valid))
+            .append_column("clip_model", pa.array([self.embedder.spec.name] * rows.num_rows))
+        )

@@ -1,4 +1,4 @@
-"""LanceDB access: open the database (local folder or ``s3://``), create tables, idempotent writes."""
+"""LanceDB access: open a database (local folder or ``s3://``), create tables, idempotent writes."""
 
 from __future__ import annotations
 
@@ -39,25 +39,28 @@ class Store:
         """The table, or ``None`` when nothing was ever ingested into this database."""
         return self._db.open_table(name) if name in self.table_names() else None
 
-    def ensure_tables(self, clip_dim: int) -> None:
-        """Creates missing tables; refuses a ``chunks`` table built for a different CLIP width."""
+    def ensure_tables(self, clip_dim: int, text_dim: int) -> None:
+        """Creates missing tables; refuses a ``chunks`` table built for other vector widths."""
         from mrag.errors import ConfigError
 
         existing = set(self.table_names())
         wanted = {
             schema.ASSETS: schema.assets_schema(),
-            schema.CHUNKS: schema.chunks_schema(clip_dim),
+            schema.CHUNKS: schema.chunks_schema(clip_dim, text_dim),
             schema.ERRORS: schema.errors_schema(),
         }
         for name, table_schema in wanted.items():
             if name not in existing:
                 self._db.create_table(name, schema=table_schema, exist_ok=True)
-        have = self._db.open_table(schema.CHUNKS).schema.field("clip").type.list_size
-        if have != clip_dim:
-            raise ConfigError(
-                f"{self.db_uri}: chunks.clip holds {have}-d vectors but the CLIP model makes "
-                f"{clip_dim}-d ones; use the model the database was built with or a new --db"
-            )
+        chunks = self._db.open_table(schema.CHUNKS).schema
+        for column, dim in (("clip", clip_dim), ("text_vec", text_dim)):
+            have = chunks.field(column).type.list_size
+            if have != dim:
+                raise ConfigError(
+                    f"{self.db_uri}: chunks.{column} holds {have}-d vectors but the configured "
+                    f"model makes {dim}-d ones; use the models the database was built with or "
+                    "a new --db"
+                )
 
     def upsert(self, name: str, rows: pa.Table) -> None:
         """Inserts rows, replacing any with the same key: re-running a write adds nothing."""
@@ -68,7 +71,7 @@ class Store:
             table.merge_insert(_KEYS[name])
             .when_matched_update_all()
             .when_not_matched_insert_all()
-            .execute(rows)
+            .execute(rows, on_bad_vectors="null")  # null = "no vector in this space"
         )
 
     def ingested_fingerprints(self, include_failed: bool = True) -> dict[str, str]:

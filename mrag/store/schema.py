@@ -50,7 +50,7 @@ def assets_schema() -> pa.Schema:
     )
 
 
-def chunks_schema(clip_dim: int) -> pa.Schema:
+def chunks_schema(clip_dim: int, text_dim: int) -> pa.Schema:
     return pa.schema(
         [
             pa.field("chunk_id", pa.string(), nullable=False),
@@ -68,6 +68,8 @@ def chunks_schema(clip_dim: int) -> pa.Schema:
             pa.field("thumbnail", pa.binary()),
             pa.field("clip", pa.list_(pa.float32(), clip_dim)),
             pa.field("clip_model", pa.string()),
+            pa.field("text_vec", pa.list_(pa.float32(), text_dim)),
+            pa.field("text_model", pa.string()),
             pa.field("metadata", pa.string()),  # JSON
         ]
     )

@@ -1,7 +1,8 @@
-"""The write stage: embedded rows → ``chunks``, ``assets`` and ``errors`` (idempotent upserts)."""
+"""The write stage: embedded chunk rows → ``chunks``, ``assets`` and ``errors`` (idempotent)."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -15,8 +16,8 @@ if TYPE_CHECKING:
 class LanceWriteStage:
     """Ray Data callable class (run as a single actor so commits never race).
 
-    Takes rows produced by a decode + embed chain and returns one small summary row per object
-    (``uri``, ``status``, ``error_class``) for the driver to count.
+    Takes rows from the decode → embed chain (see ``mrag.decode.stage``) and returns one small
+    summary row per input row (``uri``, ``error_class``) for the driver to count.
     """
 
     def __init__(self, db_uri: str) -> None:
@@ -26,81 +27,74 @@ class LanceWriteStage:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        now = datetime.now(UTC)
-        failed_mask = pc.not_equal(rows["error_class"], "")
-        good = rows.filter(pc.invert(failed_mask))
-        bad = rows.filter(failed_mask)
-        n_good = good.num_rows
+        now = pa.scalar(datetime.now(UTC), pa.timestamp("us", tz="UTC"))
+        failed = pc.not_equal(rows["error_class"], "")
+        good, bad = rows.filter(pc.invert(failed)), rows.filter(failed)
 
-        chunk_schema = self.store.open(schema.CHUNKS).schema
-        chunks = {
-            "chunk_id": good["chunk_id"],
-            "asset_id": good["asset_id"],
-            "uri": good["uri"],
-            "modality": good["modality"],
-            "width_px": good["width_px"],
-            "height_px": good["height_px"],
-            "thumbnail": good["thumbnail"],
-            "clip": good["clip"],
-            "clip_model": good["clip_model"],
-        }
-        self.store.upsert(schema.CHUNKS, _conform(chunks, chunk_schema, n_good))
+        chunks = {name: good[name] for name in good.column_names}
+        chunks["metadata"] = pa.array(
+            [json.dumps({"title": t}) if t else None for t in good["title"].to_pylist()],
+            pa.string(),
+        )
+        self.store.upsert(
+            schema.CHUNKS, _conform(chunks, self._schema(schema.CHUNKS), good.num_rows)
+        )
 
-        errors = {
-            "error_id": [
-                schema.error_id(u, f, s)
-                for u, f, s in zip(
-                    bad["uri"].to_pylist(),
-                    bad["fingerprint"].to_pylist(),
-                    bad["error_stage"].to_pylist(),
-                    strict=True,
-                )
-            ],
-            "uri": bad["uri"],
-            "stage": bad["error_stage"],
-            "error_class": bad["error_class"],
-            "message": bad["error_message"],
-            "fingerprint": bad["fingerprint"],
-            "created_at": pa.array([now] * bad.num_rows, pa.timestamp("us", tz="UTC")),
-        }
+        errors = {name: bad[name] for name in ("uri", "error_class", "fingerprint")}
+        errors["error_id"] = [
+            schema.error_id(u, f, s)
+            for u, f, s in zip(
+                bad["uri"].to_pylist(),
+                bad["fingerprint"].to_pylist(),
+                bad["error_stage"].to_pylist(),
+                strict=True,
+            )
+        ]
+        errors["stage"] = bad["error_stage"]
+        errors["message"] = bad["error_message"]
+        errors["created_at"] = pa.array([now] * bad.num_rows, now.type)
         self.store.upsert(schema.ERRORS, _conform(errors, schema.errors_schema(), bad.num_rows))
 
-        ok = pc.invert(failed_mask)
-        assets = {
-            "asset_id": rows["asset_id"],
-            "uri": rows["uri"],
-            "size": rows["size"],
-            "etag": rows["etag"],
-            "mtime": rows["mtime"],
-            "fingerprint": rows["fingerprint"],
-            "modality": rows["modality"],
-            "status": pc.if_else(ok, "ok", "failed"),
-            "n_chunks": pc.if_else(ok, 1, 0),
-            "ingested_at": pa.array([now] * rows.num_rows, pa.timestamp("us", tz="UTC")),
-            "pipeline_version": pa.array([schema.PIPELINE_VERSION] * rows.num_rows),
-        }
-        self.store.upsert(schema.ASSETS, _conform(assets, schema.assets_schema(), rows.num_rows))
-        return pa.table(
-            {
-                "uri": rows["uri"],
-                "status": pc.if_else(ok, "ok", "failed"),
-                "error_class": rows["error_class"],
-            }
+        # One asset row per object; an object's chunk rows may span write batches, and
+        # merge_insert on uri makes the repeats harmless.
+        first_rows = _first_row_per_uri(rows)
+        status = pc.if_else(pc.equal(first_rows["error_class"], ""), "ok", "failed")
+        assets = {name: first_rows[name] for name in ("asset_id", "uri", "size", "etag", "mtime",
+                                                       "fingerprint", "n_chunks")}  # fmt: skip
+        assets["modality"] = first_rows["asset_modality"]
+        assets["status"] = status
+        assets["ingested_at"] = pa.array([now] * first_rows.num_rows, now.type)
+        assets["pipeline_version"] = pa.array([schema.PIPELINE_VERSION] * first_rows.num_rows)
+        self.store.upsert(
+            schema.ASSETS, _conform(assets, schema.assets_schema(), first_rows.num_rows)
         )
+        return pa.table({"uri": rows["uri"], "error_class": rows["error_class"]})
+
+    def _schema(self, name: str) -> pa.Schema:
+        return self.store.open(name).schema
+
+
+def _first_row_per_uri(rows: pa.Table) -> pa.Table:
+    seen: set[str] = set()
+    keep = []
+    for i, uri in enumerate(rows["uri"].to_pylist()):
+        if uri not in seen:
+            seen.add(uri)
+            keep.append(i)
+    return rows.take(keep)
 
 
 def _conform(columns: dict, table_schema: pa.Schema, n_rows: int) -> pa.Table:
-    """Builds a table in the target schema, filling columns a modality does not have with nulls."""
+    """A table in the target schema; columns a modality does not have are filled with nulls."""
     import pyarrow as pa
 
     arrays = []
     for field in table_schema:
-        if field.name in columns:
-            arrays.append(
-                pa.array(columns[field.name]).cast(field.type)
-                if not isinstance(columns[field.name], pa.ChunkedArray)
-                else columns[field.name].cast(field.type)
-            )
-        else:
+        values = columns.get(field.name)
+        if values is None:
             arrays.append(pa.nulls(n_rows, field.type))
+        elif isinstance(values, pa.ChunkedArray | pa.Array):
+            arrays.append(values.cast(field.type))
+        else:
+            arrays.append(pa.array(values, field.type))
     return pa.Table.from_arrays(arrays, schema=table_schema)

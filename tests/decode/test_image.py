@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from mrag.config import IngestConfig
-from mrag.decode.image import ImageDecodeStage, decode_image
+from mrag.decode.image import decode_image
+from mrag.decode.stage import DecodeStage, object_kind
 from mrag.errors import DecodeError
 from tests.media import bad_images, encode, good_images, pattern
 
@@ -70,12 +71,24 @@ def test_stage_turns_bad_objects_into_error_rows_and_keeps_good_ones(tmp_path) -
         "mtime": np.zeros(len(uris)),
         "fingerprint": np.array(["f"] * len(uris), dtype=object),
     }
-    out = ImageDecodeStage(IngestConfig(max_image_pixels=10_000_000), image_size=64)(batch)
-    by_uri = dict(zip(out["uri"], out["error_class"], strict=True))
+    rows = DecodeStage(IngestConfig(max_image_pixels=10_000_000), image_size=64)(batch)
+    by_uri = dict(zip(rows["uri"].to_pylist(), rows["error_class"].to_pylist(), strict=True))
     for rel in good_images():
         assert by_uri[str(tmp_path / rel)] == ""
     for rel, (_, error_class) in bad_images().items():
         assert by_uri[str(tmp_path / rel)] == error_class
     assert by_uri[uris[-1]] == "FileNotFoundError"
-    assert out["pixels"].shape == (len(uris), 64, 64, 3)
-    assert len(set(out["chunk_id"])) == len(uris)
+    assert rows.num_rows == len(uris)
+    good_pixels = [p for p, e in zip(rows["pixels"].to_pylist(), rows["error_class"].to_pylist(),
+                                     strict=True) if not e]  # fmt: skip
+    assert all(len(p) == 64 * 64 * 3 for p in good_pixels)
+    assert len(set(rows["chunk_id"].to_pylist())) == len(uris)
+
+
+def test_object_kind_is_by_case_insensitive_extension() -> None:
+    exts = IngestConfig().extensions
+    assert object_kind("s3://b/X.JPEG", exts) == "image"
+    assert object_kind("/a/b/Report.PDF", exts) == "pdf"
+    assert object_kind("/a/notes.Md", exts) == "markdown"
+    assert object_kind("/a/page.htm", exts) == "html"
+    assert object_kind("/a.dir/noext", exts) is None

@@ -21,7 +21,7 @@ def _upload(bucket: str) -> None:
         s3.put_object(Bucket=bucket, Key=key, Body=data)
     for key, (data, _) in bad_images().items():
         s3.put_object(Bucket=bucket, Key=key, Body=data)
-    s3.put_object(Bucket=bucket, Key="photos/readme.txt", Body=b"not an image extension")
+    s3.put_object(Bucket=bucket, Key="photos/notes.bin", Body=b"an extension nobody ingests")
 
 
 @pytest.mark.parametrize("db_on", ["s3", "disk"])

@@ -1,0 +1,272 @@
+"""The decode stage: listed objects → read → decode → chunk rows, for every modality.
+
+One object becomes one or more *chunk rows* in a single schema (:func:`chunk_rows_schema`), so
+images, documents and PDF pages flow through the same embed and write stages:
+
+- an image → one ``image`` row with pixels;
+- a text/Markdown/HTML document → ``text`` rows, one per chunk, with character offsets;
+- a PDF → per page, one ``pdf_page`` row (the rendered page, for the CLIP space) and ``text`` rows
+  for the chunks of its text layer (or OCR), each with its 1-based ``page``.
+
+Pixels travel as raw RGB bytes (``image_size``² × 3, empty for text rows) so a batch can mix
+modalities. A bad object becomes a single row with ``error_*`` set, never an exception.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from mrag import io as storage
+from mrag.decode.image import decode_image
+from mrag.errors import DecodeError
+from mrag.store import schema
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from mrag.config import IngestConfig
+    from mrag.models import ModelSpec
+
+_KIND_BY_EXTENSION = {
+    ".txt": "text",
+    ".text": "text",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".html": "html",
+    ".htm": "html",
+    ".pdf": "pdf",
+}
+
+
+def object_kind(uri: str, extensions: tuple[str, ...]) -> str | None:
+    """``text``, ``markdown``, ``html``, ``pdf``, else ``image`` for other configured extensions.
+
+    Matching is case-insensitive; ``None`` for extensions the job was not asked to ingest.
+    """
+    lower = uri.lower()
+    suffix = lower[lower.rfind(".") :] if "." in lower.rsplit("/", 1)[-1] else ""
+    if suffix in _KIND_BY_EXTENSION:
+        return _KIND_BY_EXTENSION[suffix]
+    return "image" if suffix in extensions else None
+
+
+def chunk_rows_schema() -> pa.Schema:
+    """Rows between decode and write: object metadata, chunk fields, pixels, errors."""
+    return pa.schema(
+        [
+            ("uri", pa.string()),
+            ("size", pa.int64()),
+            ("etag", pa.string()),
+            ("mtime", pa.float64()),
+            ("fingerprint", pa.string()),
+            ("asset_id", pa.string()),
+            ("asset_modality", pa.string()),
+            ("n_chunks", pa.int32()),
+            ("chunk_id", pa.string()),
+            ("modality", pa.string()),
+            ("page", pa.int32()),
+            ("char_start", pa.int64()),
+            ("char_end", pa.int64()),
+            ("text", pa.string()),
+            ("title", pa.string()),
+            ("pixels", pa.binary()),
+            ("thumbnail", pa.binary()),
+            ("width_px", pa.int32()),
+            ("height_px", pa.int32()),
+            ("error_stage", pa.string()),
+            ("error_class", pa.string()),
+            ("error_message", pa.string()),
+        ]
+    )
+
+
+@functools.cache
+def _token_counter(spec: ModelSpec | None) -> Callable[[str], int] | None:
+    """The text model's own tokenizer, so chunk windows match what the encoder sees."""
+    if spec is None:
+        return None
+    from transformers import AutoTokenizer
+
+    from mrag.models import resolve_weights
+
+    resolved = resolve_weights(spec)
+    tokenizer = AutoTokenizer.from_pretrained(str(resolved.path), local_files_only=True)
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+class DecodeStage:
+    """Ray Data callable (also usable directly): a batch of listed objects → a ``pa.Table`` of rows.
+
+    Args:
+        ingest: limits and chunking settings.
+        image_size: the CLIP input side in pixels.
+        text_spec: the text encoder whose tokenizer measures chunk length (``None``: a regex
+            approximation).
+    """
+
+    def __init__(
+        self, ingest: IngestConfig, image_size: int, text_spec: ModelSpec | None = None
+    ) -> None:
+        self.ingest = ingest
+        self.image_size = image_size
+        self.text_spec = text_spec
+
+    def __call__(self, batch: dict[str, Any]) -> pa.Table:
+        rows: list[dict[str, Any]] = []
+        for i in range(len(batch["uri"])):
+            meta = {
+                k: _scalar(batch[k][i]) for k in ("uri", "size", "etag", "mtime", "fingerprint")
+            }
+            rows.extend(self._object_rows(meta))
+        return pa.Table.from_pylist(rows, schema=chunk_rows_schema())
+
+    def _object_rows(self, meta: dict[str, Any]) -> list[dict[str, Any]]:
+        uri = meta["uri"]
+        kind = object_kind(uri, self.ingest.extensions) or "unknown"
+        stage, data = "read", b""
+        try:
+            data = storage.read_bytes(uri, max_bytes=self.ingest.max_object_bytes)
+            stage = "decode"
+            chunks = self._decode(kind, data)
+            if not chunks:
+                raise DecodeError("no content to index", error_class="EmptyObject")
+        except DecodeError as exc:
+            return [self._error_row(meta, kind, data, stage, exc.error_class, str(exc))]
+        except (OSError, ValueError) as exc:  # unreadable: vanished, permissions, over the size cap
+            return [self._error_row(meta, kind, data, stage, type(exc).__name__, str(exc))]
+        asset_id = schema.content_id(data)
+        return [
+            {
+                **meta,
+                "asset_id": asset_id,
+                "asset_modality": kind,
+                "n_chunks": len(chunks),
+                "chunk_id": schema.chunk_id(asset_id, chunk.pop("locator")),
+                "error_stage": "",
+                "error_class": "",
+                "error_message": "",
+                **chunk,
+            }
+            for chunk in chunks
+        ]
+
+    def _error_row(
+        self, meta: dict, kind: str, data: bytes, stage: str, error_class: str, message: str
+    ) -> dict[str, Any]:
+        asset_id = schema.content_id(data or f"{meta['uri']}|{meta['fingerprint']}".encode())
+        return {
+            **meta,
+            "asset_id": asset_id,
+            "asset_modality": kind,
+            "n_chunks": 0,
+            "chunk_id": schema.chunk_id(asset_id, "error"),
+            "modality": kind,
+            "error_stage": stage,
+            "error_class": error_class,
+            "error_message": message or error_class,
+        }
+
+    def _decode(self, kind: str, data: bytes) -> list[dict[str, Any]]:
+        if kind == "image":
+            return [self._image_row(data)]
+        if kind in ("text", "markdown", "html"):
+            from mrag.decode.text import decode_text
+
+            decoded = decode_text(data, kind=kind)
+            return self._text_rows(decoded.text, page=None, title=decoded.title)
+        if kind == "pdf":
+            return self._pdf_rows(data)
+        raise DecodeError(
+            f"no decoder for this object type ({kind})", error_class="UnsupportedType"
+        )
+
+    def _image_row(self, data: bytes) -> dict[str, Any]:
+        decoded = decode_image(
+            data,
+            image_size=self.image_size,
+            max_pixels=self.ingest.max_image_pixels,
+            thumbnail_px=self.ingest.thumbnail_px,
+        )
+        return {
+            "locator": "image",
+            "modality": "image",
+            "pixels": decoded.pixels.tobytes(),
+            "thumbnail": decoded.thumbnail_jpeg,
+            "width_px": decoded.width_px,
+            "height_px": decoded.height_px,
+        }
+
+    def _text_rows(self, text: str, *, page: int | None, title: str | None) -> list[dict[str, Any]]:
+        from mrag.chunk import chunk_text
+
+        chunks = chunk_text(
+            text,
+            max_tokens=self.ingest.chunk_max_tokens,
+            overlap_tokens=self.ingest.chunk_overlap_tokens,
+            count_tokens=_token_counter(self.text_spec),
+        )
+        prefix = f"page={page}|" if page is not None else ""
+        return [
+            {
+                "locator": f"{prefix}chars={c.char_start}-{c.char_end}",
+                "modality": "text",
+                "page": page,
+                "char_start": c.char_start,
+                "char_end": c.char_end,
+                "text": c.text,
+                "title": title,
+            }
+            for c in chunks
+        ]
+
+    def _pdf_rows(self, data: bytes) -> list[dict[str, Any]]:
+        from PIL import Image
+
+        from mrag.decode.pdf import decode_pdf
+
+        pages = decode_pdf(
+            data,
+            max_pages=self.ingest.pdf_max_pages,
+            max_page_pixels=self.ingest.max_image_pixels,
+            render_px=self.ingest.pdf_render_px,
+            ocr=self.ingest.ocr,
+        )
+        rows: list[dict[str, Any]] = []
+        for page in pages:
+            square = page.image.copy()
+            square.thumbnail((self.image_size, self.image_size), Image.Resampling.BICUBIC)
+            canvas = Image.new("RGB", (self.image_size, self.image_size), (255, 255, 255))
+            canvas.paste(square, ((self.image_size - square.width) // 2,
+                                  (self.image_size - square.height) // 2))  # fmt: skip
+            thumb = page.image.copy()
+            thumb.thumbnail((self.ingest.thumbnail_px,) * 2)
+            rows.append(
+                {
+                    "locator": f"page={page.page}",
+                    "modality": "pdf_page",
+                    "page": page.page,
+                    "pixels": canvas.tobytes(),
+                    "thumbnail": _jpeg(thumb),
+                    "width_px": page.image.width,
+                    "height_px": page.image.height,
+                }
+            )
+            if page.text.strip():
+                rows.extend(self._text_rows(page.text, page=page.page, title=None))
+        return rows
+
+
+def _jpeg(img: Any) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    img.convert("RGB").save(out, format="JPEG", quality=80)
+    return out.getvalue()
+
+
+def _scalar(value: Any) -> Any:
+    """numpy scalars → Python values (pyarrow's from_pylist wants plain types)."""
+    return value.item() if hasattr(value, "item") else value

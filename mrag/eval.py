@@ -1,0 +1,129 @@
+"""Retrieval evaluation on BEIR-format files: recall@k, nDCG@10 and MRR@10 per search mode.
+
+Queries are JSON lines ``{"_id": "q1", "text": "..."}``; qrels are TSV ``query-id corpus-id
+score`` (a header line is allowed). Corpus ids may be asset ids, chunk ids or URIs, or URIs'
+file names: each hit is mapped to whichever form the qrels use, and several chunks of one
+document count once, at the rank of the first.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mrag.errors import MragError
+from mrag.retrieve.search import MODES
+
+if TYPE_CHECKING:
+    from mrag.query import QueryEngine
+    from mrag.retrieve.search import Hit
+
+RECALL_AT = (1, 3, 5, 10)
+
+
+def load_queries(path: str | Path) -> dict[str, str]:
+    queries: dict[str, str] = {}
+    for line_no, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            queries[str(row["_id"])] = str(row["text"])
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise MragError(
+                f'{path}:{line_no}: expected {{"_id": ..., "text": ...}}: {exc}'
+            ) from None
+    return queries
+
+
+def load_qrels(path: str | Path) -> dict[str, dict[str, float]]:
+    qrels: dict[str, dict[str, float]] = {}
+    for line_no, line in enumerate(Path(path).read_text().splitlines(), 1):
+        parts = line.strip().split("\t") if "\t" in line else line.split()
+        if not parts or (line_no == 1 and parts[0] == "query-id"):
+            continue
+        if len(parts) != 3:
+            raise MragError(f"{path}:{line_no}: expected 'query-id corpus-id score'")
+        try:
+            qrels.setdefault(parts[0], {})[parts[1]] = float(parts[2])
+        except ValueError:
+            raise MragError(f"{path}:{line_no}: score {parts[2]!r} is not a number") from None
+    return qrels
+
+
+def doc_ids(hits: list[Hit], known_ids: set[str]) -> list[str]:
+    """Hits → the qrels' corpus ids, deduplicated in rank order."""
+    ranked: list[str] = []
+    for hit in hits:
+        for candidate in (hit.chunk_id, hit.asset_id, hit.uri, hit.uri.rsplit("/", 1)[-1]):
+            if candidate in known_ids:
+                break
+        else:
+            candidate = hit.uri
+        if candidate not in ranked:
+            ranked.append(candidate)
+    return ranked
+
+
+def ndcg_at(ranked: list[str], relevant: dict[str, float], k: int = 10) -> float:
+    dcg = sum(relevant.get(d, 0.0) / math.log2(i + 2) for i, d in enumerate(ranked[:k]))
+    ideal = sorted((g for g in relevant.values() if g > 0), reverse=True)[:k]
+    idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal))
+    return dcg / idcg if idcg > 0 else 0.0
+
+
+def mrr_at(ranked: list[str], relevant: dict[str, float], k: int = 10) -> float:
+    for i, d in enumerate(ranked[:k]):
+        if relevant.get(d, 0.0) > 0:
+            return 1.0 / (i + 1)
+    return 0.0
+
+
+def recall_at(ranked: list[str], relevant: dict[str, float], k: int) -> float:
+    wanted = {d for d, g in relevant.items() if g > 0}
+    return len(wanted & set(ranked[:k])) / len(wanted) if wanted else 0.0
+
+
+@dataclass
+class EvalReport:
+    """Mean metrics per mode over the queries that have judgements."""
+
+    n_queries: int = 0
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def render(self) -> str:
+        names = [f"recall@{k}" for k in RECALL_AT] + ["nDCG@10", "MRR@10"]
+        header = f"{'mode':<8}" + "".join(f"{n:>11}" for n in names)
+        rows = [header, "-" * len(header)]
+        for mode, values in self.metrics.items():
+            rows.append(f"{mode:<8}" + "".join(f"{values[n]:>11.3f}" for n in names))
+        rows.append(f"({self.n_queries} queries)")
+        return "\n".join(rows)
+
+
+def evaluate(
+    engine: QueryEngine,
+    queries: dict[str, str],
+    qrels: dict[str, dict[str, float]],
+    modes: tuple[str, ...] = MODES,
+) -> EvalReport:
+    judged = {qid: text for qid, text in queries.items() if qid in qrels}
+    if not judged:
+        raise MragError("no query has judgements in the qrels file (check the ids)")
+    known = {doc for rels in qrels.values() for doc in rels}
+    depth = min(max(RECALL_AT), engine.config.serve.max_k)
+    report = EvalReport(n_queries=len(judged))
+    for mode in modes:
+        sums: dict[str, float] = {}
+        for qid, text in judged.items():
+            ranked = doc_ids(engine.search(text, k=depth, mode=mode), known)
+            values = {f"recall@{k}": recall_at(ranked, qrels[qid], k) for k in RECALL_AT}
+            values["nDCG@10"] = ndcg_at(ranked, qrels[qid])
+            values["MRR@10"] = mrr_at(ranked, qrels[qid])
+            for name, value in values.items():
+                sums[name] = sums.get(name, 0.0) + value
+        report.metrics[mode] = {name: total / len(judged) for name, total in sums.items()}
+    return report

@@ -1,0 +1,86 @@
+"""Indices on a synthetic chunks table: FTS, scalar, and a vector index chosen by row count."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from mrag.config import IndexConfig
+from mrag.retrieve.search import Retriever, SearchFilters
+from mrag.store import schema
+from mrag.store.lance import Store
+from pipelines.index import build_indices, choose_vector_index
+
+WORDS = "river mountain bread engine violin harbor lantern orchard comet glacier".split()
+
+
+def _fill(store: Store, n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(8, 16))
+    vectors = centers[rng.integers(0, 8, n)] + 0.3 * rng.normal(size=(n, 16))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    texts = [" ".join(rng.choice(WORDS, 12)) for _ in range(n)]
+    texts[7] = "the zephyrine quokka ledger appears exactly once"
+    target = schema.chunks_schema(16, 16)
+    columns = {
+        "chunk_id": [f"c{i}" for i in range(n)],
+        "asset_id": [f"a{i // 4}" for i in range(n)],
+        "uri": [f"s3://b/doc{i // 4}.txt" for i in range(n)],
+        "modality": ["text"] * n,
+        "page": [(i % 3) + 1 for i in range(n)],
+        "text": texts,
+        "clip": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), 16),
+        "text_vec": pa.FixedSizeListArray.from_arrays(pa.array(vectors[::-1].reshape(-1)), 16),
+    }
+    arrays = [
+        columns[f.name] if f.name in ("clip", "text_vec")
+        else pa.array(columns[f.name], f.type) if f.name in columns
+        else pa.nulls(n, f.type)
+        for f in target
+    ]  # fmt: skip
+    store.ensure_tables(16, 16)
+    store.upsert(schema.CHUNKS, pa.Table.from_arrays(arrays, schema=target))
+    return vectors
+
+
+def test_index_choice_follows_row_count() -> None:
+    config = IndexConfig()
+    assert choose_vector_index(50_000, 512, config) is None
+    assert choose_vector_index(1_000_000, 512, config) == {
+        "index_type": "IVF_HNSW_SQ",
+        "num_partitions": 250,
+    }
+    big = choose_vector_index(9_000_000, 512, config)
+    assert big == {"index_type": "IVF_PQ", "num_partitions": 3000, "num_sub_vectors": 64}
+
+
+def test_small_table_gets_fts_and_scalar_indices_but_exact_vectors(tmp_path) -> None:
+    store = Store(str(tmp_path / "db"))
+    vectors = _fill(store, 120)
+    report = build_indices(store, IndexConfig())
+    assert report.fts == "created"
+    assert report.vector["clip"]["search"].startswith("exact")
+    kinds = {tuple(i.columns): i.index_type for i in store.open(schema.CHUNKS).list_indices()}
+    assert kinds[("text",)] == "FTS" and kinds[("modality",)] == "Bitmap"
+    retriever = Retriever(store)
+    assert retriever.search_fts("zephyrine quokka", k=3)[0].chunk_id == "c7"
+    assert retriever.search_vector(vectors[42], k=1)[0].chunk_id == "c42"
+    paged = retriever.search_fts("river", k=50, filters=SearchFilters(page=2))
+    assert paged and all(h.page == 2 for h in paged)
+    assert build_indices(store, IndexConfig()).fts == "updated"
+
+
+@pytest.mark.slow
+def test_vector_index_is_built_past_the_threshold_and_recall_measured(tmp_path) -> None:
+    store = Store(str(tmp_path / "db"))
+    vectors = _fill(store, 600)
+    config = IndexConfig(vector_min_rows=500, rows_per_partition=300, recall_sample=20)
+    report = build_indices(store, config)
+    info = report.vector["clip"]
+    assert (info["index_type"], info["num_partitions"]) == ("IVF_HNSW_SQ", 2)
+    assert info["recall_at_10"] >= 0.9
+    hybrid = Retriever(store).search(
+        "hybrid", k=5, text="zephyrine quokka", clip_vector=vectors[7], text_vector=vectors[0]
+    )
+    assert hybrid[0].chunk_id == "c7"  # first in FTS and in the clip space
