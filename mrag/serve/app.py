@@ -14,7 +14,7 @@ HTTP API (JSON in and out):
   plus optional ``"k"`` (default 10, at most ``serve.max_k``), ``"filters"``
   (``{"modality": "image" | [...], "uri_prefix": "s3://bucket/photos/"}``) and
   ``"include_thumbnail"`` → ``{"hits": [{"chunk_id", "asset_id", "uri", "modality", "score",
-  ...}]}``, best first.
+  ...}], "took_ms": 12.3}``, hits best first.
 
 When a token is configured (``MRAG_API_TOKEN`` in the environment of the process that builds the
 application), every ``/v1/`` call needs ``Authorization: Bearer <token>``.
@@ -24,9 +24,12 @@ token, 413 for a body over ``serve.max_body_bytes``, and 400 for every other pro
 request (malformed JSON, not an object, unknown field, neither or both of query and image, ``k``
 out of range or not an integer, bad filters, invalid base64, bytes that are not an image). A
 request is either servable as sent or a 400; 422 is never used.
-"""
 
-from __future__ import annotations
+No ``from __future__ import annotations`` here, unlike the rest of mrag: Serve pickles deployment
+classes by value, and FastAPI must resolve route annotations (``request: Request``) from the
+unpickled function's globals, which hold only names the code uses, not annotation strings. With
+string annotations ``request`` silently becomes a required query parameter (422 on every call).
+"""
 
 import asyncio
 import base64
@@ -63,6 +66,7 @@ APP_NAME = "mrag"
 TOKEN_ENV = "MRAG_API_TOKEN"
 CONFIG_ENV = "MRAG_CONFIG"
 DB_ENV = "MRAG_DB"
+CLIP_WEIGHTS_ENV = "MRAG_CLIP_WEIGHTS"
 
 _SEARCH_FIELDS = ("query", "image", "k", "filters", "include_thumbnail")
 _DEFAULT_K = 10
@@ -164,8 +168,24 @@ async def read_limited_body(request: Request, max_bytes: int) -> bytes:
     return b"".join(parts)
 
 
+def _check_vector_width(retriever: Any, embed_dim: int) -> None:
+    """Fails the replica at start-up, not per request, when the DB was built by another model."""
+    from mrag.store import schema
+
+    table = retriever.store.open(schema.CHUNKS)
+    if table is None:
+        log.warning("%s has no chunks table yet; searches return no hits", retriever.store.db_uri)
+        return
+    have = table.schema.field("clip").type.list_size
+    if have != embed_dim:
+        raise ConfigError(
+            f"{retriever.store.db_uri}: chunks.clip holds {have}-d vectors but the CLIP model "
+            f"makes {embed_dim}-d ones; serve with the model the database was built with"
+        )
+
+
 # ------------------------------------------------------------------------------------------------
-# Deployments
+# Deployments (pickled by value when decorated: every global they use must be defined above)
 
 
 @serve.deployment(name="QueryEncoder")
@@ -315,7 +335,7 @@ class SearchIngress:
     """
 
     def __init__(
-        self, config: MragConfig, encoder: DeploymentHandle, api_token: str | None = None
+        self, config: MragConfig, encoder: "DeploymentHandle", api_token: str | None = None
     ) -> None:
         from mrag.retrieve.search import Retriever
         from mrag.store.lance import Store
@@ -378,22 +398,6 @@ class SearchIngress:
             raise ApiError(401, "invalid bearer token")
 
 
-def _check_vector_width(retriever: Any, embed_dim: int) -> None:
-    """Fails the replica at start-up, not per request, when the DB was built by another model."""
-    from mrag.store import schema
-
-    table = retriever.store.open(schema.CHUNKS)
-    if table is None:
-        log.warning("%s has no chunks table yet; searches return no hits", retriever.store.db_uri)
-        return
-    have = table.schema.field("clip").type.list_size
-    if have != embed_dim:
-        raise ConfigError(
-            f"{retriever.store.db_uri}: chunks.clip holds {have}-d vectors but the CLIP model "
-            f"makes {embed_dim}-d ones; serve with the model the database was built with"
-        )
-
-
 # ------------------------------------------------------------------------------------------------
 # Application builders and the local server
 
@@ -422,35 +426,42 @@ def build_app(config: MragConfig, *, api_token: str | None = None) -> serve.Appl
 
 
 def app_builder(args: dict[str, str]) -> serve.Application:
-    """``serve run mrag.serve.app:app_builder db=... profile=... config=... serve.max_k=50``.
+    """``serve run mrag.serve.app:app_builder db=... profile=... clip_weights=... serve.max_k=50``.
 
-    Keys: ``config`` (YAML path), ``profile``, ``db``, and any dotted ``section.field``
-    override; anything else is a :class:`~mrag.errors.ConfigError`. Also usable as ``args:`` of
-    an application in a Serve config file.
+    Keys: ``config`` (YAML path), ``profile``, ``db`` (``db_uri``), any top-level config field
+    (``clip_weights``, ``seed``...) and any dotted ``section.field``; anything else is a
+    :class:`~mrag.errors.ConfigError`. Also usable as ``args:`` of an application in a Serve
+    config file.
     """
+    import dataclasses
+
     args = dict(args or {})
     path = args.pop("config", None) or os.environ.get(CONFIG_ENV)
     profile = args.pop("profile", None)
     overrides: dict[str, Any] = {"db_uri": args.pop("db", None) or os.environ.get(DB_ENV)}
-    for key in list(args):
-        if "." not in key:
+    fields = {f.name for f in dataclasses.fields(MragConfig)} - {"profile", "ingest", "serve"}
+    for key, value in args.items():
+        if "." not in key and key not in fields:
             raise ConfigError(
                 f"app_builder: unknown argument {key!r}; allowed: config, profile, db, "
-                "or section.field overrides such as serve.max_k"
+                f"{', '.join(sorted(fields))}, or section.field such as serve.max_k"
             )
-        overrides[key] = args.pop(key)
+        overrides[key] = value
     return build_app(load_config(path, profile=profile, overrides=overrides))
 
 
 def __getattr__(name: str) -> Any:
-    """``mrag.serve.app:app`` built on first access from ``MRAG_CONFIG``/``MRAG_DB``/``MRAG_PROFILE``.
+    """``mrag.serve.app:app``, built on access from ``MRAG_CONFIG``, ``MRAG_DB``, ``MRAG_PROFILE``
+    and ``MRAG_CLIP_WEIGHTS``.
 
     Lazy (PEP 562) so importing this module reads no config and touches no database.
     """
     if name == "app":
-        return build_app(
-            load_config(os.environ.get(CONFIG_ENV), overrides={"db_uri": os.environ.get(DB_ENV)})
-        )
+        overrides = {
+            "db_uri": os.environ.get(DB_ENV),
+            "clip_weights": os.environ.get(CLIP_WEIGHTS_ENV),
+        }
+        return build_app(load_config(os.environ.get(CONFIG_ENV), overrides=overrides))
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
