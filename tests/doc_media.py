@@ -84,3 +84,61 @@ def scanned_pdf(lines: list[str]) -> bytes:
     out = io.BytesIO()
     page.save(out, format="PDF", resolution=150)
     return out.getvalue()
+
+
+BREAD = """Baking sourdough bread at home starts with a lively starter. Feed the starter with flour and
+water the night before, and use it when it has doubled and smells pleasantly sour.
+
+Mix the flour, water and starter into a shaggy dough and let it rest. Add salt, then fold the
+dough every half hour while it rises. A long, slow fermentation gives the loaf its open crumb.
+
+Shape the dough into a tight ball and proof it overnight in the refrigerator. Bake it in a very
+hot covered pot so the crust blisters and the bread springs up in the oven."""
+
+VOLCANO = """# Volcanoes
+
+A volcano forms where molten rock from deep inside the earth escapes to the surface.
+
+## Eruptions
+
+When magma rises and pressure builds, gas-rich **lava** bursts out in an eruption. Ash clouds
+can travel thousands of kilometres and ground flights. The ledger of the zephyrine quokka
+expedition recorded one such eruption in detail.
+
+## Living nearby
+
+Volcanic soil is fertile, so farms often surround even active volcanoes."""
+
+CHESS = """<html><head><title>Chess openings</title><style>p{margin:0}</style>
+<script>var tracking = "ignore me";</script></head><body>
+<h1>Opening principles</h1>
+<p>In the opening of a chess game, control the centre with pawns, develop knights and bishops
+early, and castle to keep the king safe.</p>
+<p>Popular first moves include the king's pawn and the queen's pawn; the Sicilian Defence is a
+sharp reply to the king's pawn.</p></body></html>"""
+
+ASTRONOMY_PAGES = [
+    "Telescopes. A refracting telescope gathers light with a lens, while a reflecting telescope "
+    "uses a curved mirror. Larger apertures collect more light and reveal fainter objects.",
+    "Planetary rings. The rings of Saturn are made mostly of water ice, with some rock and dust. "
+    "The particles range from tiny grains to chunks as large as a house, orbiting in a thin disk.",
+    "Comets. A comet is a ball of ice and dust that grows a glowing tail when it passes near the "
+    "Sun. Its tail always points away from the Sun, pushed by the solar wind.",
+]
+
+
+def mixed_corpus() -> tuple[dict[str, bytes], dict[str, str]]:
+    """Good and bad documents (path → bytes), and the bad ones' expected error classes."""
+    good = {
+        "docs/bread.txt": BREAD.encode(),
+        "docs/volcano.md": VOLCANO.encode(),
+        "docs/chess.HTML": CHESS.encode(),
+        "docs/astronomy.pdf": text_pdf(ASTRONOMY_PAGES),
+        "docs/scans/harvest.pdf": scanned_pdf(["QUARTERLY HARVEST", "REPORT"]),
+    }
+    bad = {
+        "docs/junk.txt": (bytes(range(256)) * 16, "BinaryContent"),
+        "docs/corrupt.pdf": (text_pdf(["x"])[:150], "CorruptPDF"),
+        "docs/locked.pdf": (text_pdf(["secret"], encrypted=True), "EncryptedPDF"),
+    }
+    return good, {**{k: v for k, v in bad.items()}}

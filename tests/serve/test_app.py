@@ -1,4 +1,4 @@
-"""The search API over real HTTP: a local Ray, Serve on 127.0.0.1, a LanceDB built by the ingest job.
+"""The search API over real HTTP: local Ray, Serve on 127.0.0.1, a LanceDB built by the ingest job.
 
 One Serve start for the module (auth on); every request goes through the proxy like a client's.
 The Serve config file in ``cluster/`` is validated against Ray's own schema and the app's graph.
@@ -133,8 +133,13 @@ def test_healthz_needs_no_token(server: Server) -> None:
 @pytest.mark.integration
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}, {"Authorization": "Bearer "}],
-    ids=["missing", "wrong-token", "no-scheme", "empty-token"],
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": TOKEN},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+    ],
+    ids=["missing", "wrong-token", "no-scheme", "basic-auth"],
 )
 def test_search_without_the_token_is_401(server: Server, headers: dict) -> None:
     response = server.search({"query": "a photo"}, headers=headers)
@@ -297,6 +302,32 @@ def test_concurrent_requests_all_succeed_and_share_batches(server: Server) -> No
     assert 2 <= stats["largest_batch"] <= 8, stats
 
 
+@pytest.mark.integration
+def test_encoder_takes_the_config_files_user_config_live(server: Server) -> None:
+    from ray import serve
+
+    raw = yaml.safe_load((REPO / "cluster" / "serve.yaml").read_text())
+    (encoder_yaml,) = [
+        d for d in raw["applications"][0]["deployments"] if d["name"] == "QueryEncoder"
+    ]
+    encoder = serve.get_deployment_handle("QueryEncoder", app_name="mrag")
+    try:
+        encoder.reconfigure.remote(encoder_yaml["user_config"]).result(timeout_s=30)
+        stats = encoder.stats.remote().result(timeout_s=30)
+        assert stats["max_batch_size"] == encoder_yaml["user_config"]["max_batch_size"]
+        with pytest.raises(Exception, match="unknown key 'batch_size'"):
+            encoder.reconfigure.remote({"batch_size": 4}).result(timeout_s=30)
+        assert server.search({"query": "still works", "k": 1}).status_code == 200
+    finally:
+        serving = server.config.serve
+        encoder.reconfigure.remote(
+            {
+                "max_batch_size": serving.encoder_max_batch_size,
+                "batch_wait_timeout_s": serving.encoder_batch_wait_s,
+            }
+        ).result(timeout_s=30)
+
+
 def test_serve_config_file_matches_the_app() -> None:
     from ray._common.utils import import_attr
     from ray.serve._private.build_app import build_app as serve_build_app
@@ -332,13 +363,23 @@ def test_serve_config_file_matches_the_app() -> None:
     assert encoder_yaml["user_config"]["max_batch_size"] <= encoder_yaml["max_ongoing_requests"]
 
 
-def test_app_builder_rejects_unknown_arguments() -> None:
-    from mrag.errors import ConfigError
-    from mrag.serve.app import app_builder
-
-    with pytest.raises(ConfigError, match="unknown argument 'colour'"):
-        app_builder({"colour": "red"})
-    application = app_builder({"db": "/nonexistent/db", "profile": "offline", "serve.max_k": "5"})
+def test_app_builder_takes_serve_run_arguments() -> None:
+    """What ``serve run mrag.serve.app:app_builder db=... profile=... serve.max_k=5`` does."""
     from ray import serve
+    from ray._common.utils import import_attr
+    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary as call
 
+    from mrag.errors import ConfigError
+
+    builder = import_attr("mrag.serve.app:app_builder")
+    args = {"db": "/nonexistent/db", "profile": "offline", "seed": "3", "serve.max_k": "5"}
+    application = call(builder, args)
     assert isinstance(application, serve.Application)
+    ingress_config = application._bound_deployment.init_args[0]
+    assert (ingress_config.db_uri, ingress_config.seed, ingress_config.serve.max_k) == (
+        "/nonexistent/db",
+        3,
+        5,
+    )
+    with pytest.raises(ConfigError, match="unknown argument 'colour'"):
+        call(builder, {"colour": "red"})
