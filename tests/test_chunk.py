@@ -55,7 +55,9 @@ def test_small_input_is_one_chunk_and_blank_is_none() -> None:
 
 
 def test_a_real_tokenizer_can_measure_length() -> None:
-    chunks = chunk_text(PROSE, max_tokens=20, overlap_tokens=0, count_tokens=lambda s: 2 * len(s.split()))
+    chunks = chunk_text(
+        PROSE, max_tokens=20, overlap_tokens=0, count_tokens=lambda s: 2 * len(s.split())
+    )
     assert all(len(c.text.split()) <= 10 for c in chunks)
 
 

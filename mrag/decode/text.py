@@ -64,7 +64,9 @@ def bytes_to_str(data: bytes) -> str:
         if data.startswith(bom):
             return _check_textual(data.decode(encoding, errors="replace"))
     if b"\x00" in data[:8192]:
-        raise DecodeError("binary content (NUL bytes) in a text document", error_class="BinaryContent")
+        raise DecodeError(
+            "binary content (NUL bytes) in a text document", error_class="BinaryContent"
+        )
     try:
         return _check_textual(data.decode("utf-8"))
     except UnicodeDecodeError:

@@ -1,4 +1,4 @@
-"""The search API on Ray Serve: FastAPI ingress → batched CLIP query encoder → LanceDB retriever.
+"""The search API on Ray Serve: FastAPI ingress → batched query encoders → LanceDB retriever.
 
 Start it (each loads the config the same way as the CLI)::
 
@@ -11,8 +11,9 @@ HTTP API (JSON in and out):
 
 - ``GET /healthz`` → ``{"status": "ok", ...}``; never needs a token (load-balancer probes).
 - ``POST /v1/search`` with ``{"query": "a red car"}`` or ``{"image": "<base64 image bytes>"}``
-  plus optional ``"k"`` (default 10, at most ``serve.max_k``), ``"filters"``
-  (``{"modality": "image" | [...], "uri_prefix": "s3://bucket/photos/"}``) and
+  plus optional ``"k"`` (default 10, at most ``serve.max_k``), ``"mode"`` (``vector``, ``fts`` or
+  ``hybrid``, the default: every embedding space plus full-text, fused by RRF), ``"filters"``
+  (``{"modality": "image" | [...], "uri_prefix": "s3://bucket/photos/", "page": 2}``) and
   ``"include_thumbnail"`` → ``{"hits": [{"chunk_id", "asset_id", "uri", "modality", "score",
   ...}], "took_ms": 12.3}``, hits best first.
 
@@ -22,8 +23,9 @@ application), every ``/v1/`` call needs ``Authorization: Bearer <token>``.
 Errors are always ``{"error": "<what is wrong and how to fix it>"}``: 401 for a missing or wrong
 token, 413 for a body over ``serve.max_body_bytes``, and 400 for every other problem with a
 request (malformed JSON, not an object, unknown field, neither or both of query and image, ``k``
-out of range or not an integer, bad filters, invalid base64, bytes that are not an image). A
-request is either servable as sent or a 400; 422 is never used.
+out of range or not an integer, an unknown mode or ``fts`` with an image, bad filters, invalid
+base64, bytes that are not an image); 409 when the database has no full-text index yet. 422 is
+never used.
 
 No ``from __future__ import annotations`` here, unlike the rest of mrag: Serve pickles deployment
 classes by value, and FastAPI must resolve route annotations (``request: Request``) from the
@@ -68,7 +70,7 @@ CONFIG_ENV = "MRAG_CONFIG"
 DB_ENV = "MRAG_DB"
 CLIP_WEIGHTS_ENV = "MRAG_CLIP_WEIGHTS"
 
-_SEARCH_FIELDS = ("query", "image", "k", "filters", "include_thumbnail")
+_SEARCH_FIELDS = ("query", "image", "k", "mode", "filters", "include_thumbnail")
 _DEFAULT_K = 10
 _INGRESS_NUM_CPUS = 0.25  # parsing, base64, LanceDB calls: I/O bound; decoding runs in a thread
 
@@ -89,6 +91,7 @@ class SearchRequest:
     query: str | None
     image: bytes | None
     k: int
+    mode: str
     filters: SearchFilters
     include_thumbnail: bool
 
@@ -111,7 +114,8 @@ def parse_search_request(body: bytes, max_k: int) -> SearchRequest:
     if image is not None and not isinstance(image, str):
         raise ApiError(400, "image must be a base64 string of the image file's bytes")
     try:
-        validate_request(query, image, k, max_k)
+        mode = data.get("mode", "hybrid")
+        validate_request(query, image, k, max_k, mode)
     except MragError as exc:
         raise ApiError(400, str(exc)) from None
     raw_filters = data.get("filters")
@@ -125,7 +129,7 @@ def parse_search_request(body: bytes, max_k: int) -> SearchRequest:
     if not isinstance(include_thumbnail, bool):
         raise ApiError(400, "include_thumbnail must be true or false")
     image_bytes = _decode_base64(image) if image is not None else None
-    return SearchRequest(query, image_bytes, k, filters, include_thumbnail)
+    return SearchRequest(query, image_bytes, k, mode, filters, include_thumbnail)
 
 
 def _decode_base64(text: str) -> bytes:
@@ -166,6 +170,10 @@ async def read_limited_body(request: Request, max_bytes: int) -> bytes:
             raise ApiError(413, f"request body is over the limit of {max_bytes} bytes")
         parts.append(part)
     return b"".join(parts)
+
+
+def _as_vector(values: list[float] | None) -> np.ndarray | None:
+    return None if values is None else np.asarray(values, dtype=np.float32)
 
 
 def _check_vector_width(retriever: Any, embed_dim: int) -> None:
@@ -210,6 +218,7 @@ class QueryEncoder:
         import torch
 
         from mrag.embed.clip import ClipEmbedder, pick_device
+        from mrag.embed.text import HFTextEmbedder
 
         assigned = ray.get_runtime_context().get_assigned_resources()
         num_cpus = assigned.get("CPU", config.serve.encoder_num_cpus)
@@ -224,10 +233,17 @@ class QueryEncoder:
             batch_size=config.serve.encoder_max_batch_size,
             seed=config.seed,
         )
+        self.text_embedder = HFTextEmbedder(
+            get_model_spec(config.text_model),
+            weights=config.text_weights,
+            device=pick_device(num_gpus),
+            batch_size=config.serve.encoder_max_batch_size,
+        )
         self._image_shape = (self.spec.image_size, self.spec.image_size, 3)
-        self._stats = {"batches": 0, "largest_batch": 0, "texts": 0, "images": 0}
+        self._stats = {"batches": 0, "largest_batch": 0, "texts": 0, "images": 0, "queries": 0}
         self._set_batching(config.serve.encoder_max_batch_size, config.serve.encoder_batch_wait_s)
         self.embedder.embed_texts(["warm-up"])  # first request should not pay lazy init
+        self.text_embedder.embed_queries(["warm-up"])
         log.info(
             "QueryEncoder ready: %s on %s, %d torch threads",
             self.spec.name,
@@ -254,7 +270,7 @@ class QueryEncoder:
     def _set_batching(self, max_batch_size: int, batch_wait_timeout_s: float) -> None:
         # The setters live on the decorated function (one queue per method per process); each
         # replica is its own process, so this is per replica.
-        for method in (self._embed_text_batch, self._embed_image_batch):
+        for method in (self._embed_text_batch, self._embed_image_batch, self._embed_query_batch):
             method.set_max_batch_size(int(max_batch_size))
             method.set_batch_wait_timeout_s(float(batch_wait_timeout_s))
 
@@ -263,6 +279,12 @@ class QueryEncoder:
         if not isinstance(text, str) or not text.strip():
             raise ValueError("text must be a non-empty string")
         return (await self._embed_text_batch(text)).tolist()
+
+    async def encode_query(self, text: str) -> list[float]:
+        """One query string → its unit-length vector in the text model's space (``text_vec``)."""
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("text must be a non-empty string")
+        return (await self._embed_query_batch(text)).tolist()
 
     async def encode_image(self, pixels: np.ndarray) -> list[float]:
         """(1, S, S, 3) or (S, S, 3) uint8 RGB at the model's input size → its CLIP vector."""
@@ -290,6 +312,11 @@ class QueryEncoder:
         self._count(len(texts), "texts")
         # A worker thread, so the replica keeps queueing the next batch while this one runs.
         return list(await asyncio.to_thread(self.embedder.embed_texts, texts))
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def _embed_query_batch(self, texts: list[str]) -> list[np.ndarray]:
+        self._count(len(texts), "queries")
+        return list(await asyncio.to_thread(self.text_embedder.embed_queries, texts))
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def _embed_image_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
@@ -371,16 +398,28 @@ class SearchIngress:
                 pixels = await asyncio.to_thread(decode_query_image, parsed.image, self.config)
             except DecodeError as exc:
                 raise ApiError(400, f"image could not be decoded: {exc}") from None
-            vector = await self.encoder.encode_image.remote(pixels)
-        else:
-            vector = await self.encoder.encode_text.remote(parsed.query)
-        hits = await asyncio.to_thread(
-            self.retriever.search_vector,
-            np.asarray(vector, dtype=np.float32),
-            k=parsed.k,
-            filters=parsed.filters,
-            include_thumbnail=parsed.include_thumbnail,
-        )
+            clip_vector = await self.encoder.encode_image.remote(pixels)
+            text_vector = None
+        elif parsed.mode == "fts":
+            clip_vector = text_vector = None
+        else:  # both spaces at once: the encoder batches each across concurrent callers
+            clip_vector, text_vector = await asyncio.gather(
+                self.encoder.encode_text.remote(parsed.query),
+                self.encoder.encode_query.remote(parsed.query),
+            )
+        try:
+            hits = await asyncio.to_thread(
+                self.retriever.search,
+                parsed.mode,
+                k=parsed.k,
+                text=parsed.query,
+                clip_vector=_as_vector(clip_vector),
+                text_vector=_as_vector(text_vector),
+                filters=parsed.filters,
+                include_thumbnail=parsed.include_thumbnail,
+            )
+        except MragError as exc:  # e.g. full-text search before any index exists
+            raise ApiError(409, str(exc)) from None
         return JSONResponse(
             {
                 "hits": [hit.to_dict(include_thumbnail=parsed.include_thumbnail) for hit in hits],

@@ -58,6 +58,13 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+FIELD_NOTES = (
+    "Field notes from the estuary survey.\n\n"
+    "At dawn we counted herons along the mudflats. The zephyrine quokka ledger lists each "
+    "sighting with the tide height."
+)
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
@@ -89,8 +96,10 @@ def server(ray_local, tmp_path_factory):
             "serve.max_ongoing_requests": 32,
         },
     )
+    (media / "notes").mkdir()
+    (media / "notes" / "field-notes.txt").write_text(FIELD_NOTES)
     summary = run_ingest(config, [str(media)])
-    assert summary.ingested == len(IMAGES), summary.render()
+    assert summary.ingested == len(IMAGES) + 1, summary.render()
     uris = Store(config.db_uri).read(schema.CHUNKS, ["uri"])["uri"].to_pylist()
     by_name = {name: next(u for u in uris if u.endswith(name)) for name in IMAGES}
 
@@ -151,7 +160,8 @@ def test_search_without_the_token_is_401(server: Server, headers: dict) -> None:
 
 @pytest.mark.integration
 def test_text_search_returns_k_ranked_hits(server: Server) -> None:
-    response = server.search({"query": "a colourful picture", "k": 3})
+    images_only = {"modality": "image"}
+    response = server.search({"query": "a colourful picture", "k": 3, "filters": images_only})
     assert response.status_code == 200, response.text
     hits = response.json()["hits"]
     assert len(hits) == 3
@@ -162,7 +172,7 @@ def test_text_search_returns_k_ranked_hits(server: Server) -> None:
     scores = [h["score"] for h in hits]
     assert scores == sorted(scores, reverse=True)
 
-    everything = server.search({"query": "a colourful picture"}).json()["hits"]
+    everything = server.search({"query": "a picture", "filters": images_only}).json()["hits"]
     assert sorted(h["uri"] for h in everything) == sorted(server.images)  # default k=10 > 4 rows
 
 
@@ -199,7 +209,21 @@ def test_filters_restrict_results(server: Server) -> None:
     images_only = server.search({"query": "x", "filters": {"modality": ["image"]}}).json()
     assert len(images_only["hits"]) == len(server.images)
     text_only = server.search({"query": "x", "filters": {"modality": "text"}}).json()
-    assert text_only["hits"] == []
+    assert [h["modality"] for h in text_only["hits"]] == ["text"]
+
+
+@pytest.mark.integration
+def test_modes_full_text_vector_and_hybrid(server: Server) -> None:
+    fts = server.search({"query": "zephyrine quokka", "mode": "fts", "k": 3})
+    assert fts.status_code == 200, fts.text
+    (hit,) = fts.json()["hits"]  # only the text chunk contains the phrase
+    assert hit["uri"].endswith("field-notes.txt") and hit["modality"] == "text"
+    assert "zephyrine quokka" in hit["text"]
+    assert FIELD_NOTES[hit["char_start"] : hit["char_end"]] == hit["text"]
+    hybrid = server.search({"query": "zephyrine quokka ledger", "k": 3}).json()["hits"]
+    assert hybrid[0]["uri"].endswith("field-notes.txt")  # first in fts and in text_vec
+    vector = server.search({"query": "herons on the mudflats", "mode": "vector", "k": 5})
+    assert vector.status_code == 200 and len(vector.json()["hits"]) == 5
 
 
 _NOT_AN_IMAGE = _b64(b"%PDF-1.4 definitely not pixels" * 10)
@@ -234,6 +258,8 @@ _NOT_AN_IMAGE = _b64(b"%PDF-1.4 definitely not pixels" * 10)
         ({"query": "x", "filters": {"uri_prefix": 7}}, 400, "filters.uri_prefix"),
         ({"query": "x", "filters": ["modality"]}, 400, "filters must be an object"),
         ({"query": "x", "include_thumbnail": "yes"}, 400, "include_thumbnail"),
+        ({"query": "x", "mode": "semantic"}, 400, "mode must be one of"),
+        ({"image": _b64(encode(pattern(1), "PNG")), "mode": "fts"}, 400, "needs a text query"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )
