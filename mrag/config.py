@@ -42,6 +42,7 @@ class IngestConfig:
     extensions: tuple[str, ...] = IMAGE_EXTENSIONS + DOCUMENT_EXTENSIONS
     read_batch_size: int = 16
     decode_num_cpus: float = 0.25
+    decode_tasks: int = 2  # concurrent decode tasks (raise on clusters with many CPU nodes)
     embed_batch_size: int = 32
     embed_actors: int = 1
     embed_num_cpus: float = 0.5
@@ -64,6 +65,7 @@ class IngestConfig:
             self,
             "ingest",
             "read_batch_size",
+            "decode_tasks",
             "embed_batch_size",
             "embed_actors",
             "max_image_pixels",

@@ -13,6 +13,7 @@ Submit to a cluster (workers read the same ``AWS_*`` settings)::
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 from collections import Counter
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from mrag.embed.text import TextEmbedStage
 
 from mrag import io
-from mrag.decode.stage import DecodeStage
+from mrag.decode.stage import DecodeStage, object_kind
 from mrag.embed.clip import ClipEmbedStage
 from mrag.models import get_model_spec, resolve_weights
 from mrag.ray_runtime import init_ray, quiet_ray_data
@@ -87,13 +88,14 @@ def _decode(batch: dict[str, np.ndarray], **kwargs: Any) -> pa.Table:
 def build_dataset(config: MragConfig, objects: list[io.ObjectInfo]) -> ray.data.Dataset:
     """The Ray Data plan: a short list of stages, each with the resources it declares."""
     import ray.data
-    from ray.data import ActorPoolStrategy
+    from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
     ingest = config.ingest
     clip_spec = get_model_spec(config.clip_model)
     text_spec = get_model_spec(config.text_model)
     rows = [{**asdict(o), "fingerprint": o.fingerprint} for o in objects]
-    read_blocks = max(1, min(len(rows) // ingest.read_batch_size, 200))
+    # Blocks of about one model batch: the actor gets full batches, not 32 + a stray 1.
+    read_blocks = max(1, min(math.ceil(len(rows) / ingest.embed_batch_size), 2000))
     model_stage = {
         "batch_size": ingest.embed_batch_size,
         "batch_format": "pyarrow",
@@ -101,7 +103,7 @@ def build_dataset(config: MragConfig, objects: list[io.ObjectInfo]) -> ray.data.
         "num_cpus": ingest.embed_num_cpus,
         "num_gpus": ingest.embed_num_gpus,
     }
-    return (
+    dataset = (
         ray.data.from_items(rows, override_num_blocks=read_blocks)
         .map_batches(
             _decode,
@@ -113,6 +115,9 @@ def build_dataset(config: MragConfig, objects: list[io.ObjectInfo]) -> ray.data.
             batch_size=ingest.read_batch_size,
             batch_format="numpy",
             num_cpus=ingest.decode_num_cpus,
+            # Bounded: a burst of worker processes starting at once would steal the CPU the
+            # model actor needs to load; decode is ~10x cheaper than the forward pass anyway.
+            compute=TaskPoolStrategy(size=ingest.decode_tasks),
         )
         .map_batches(
             ClipEmbedStage,
@@ -124,7 +129,10 @@ def build_dataset(config: MragConfig, objects: list[io.ObjectInfo]) -> ray.data.
             },
             **model_stage,
         )
-        .map_batches(
+    )
+    if any(object_kind(o.uri, ingest.extensions) != "image" for o in objects):
+        # Only documents make text rows; an image-only job skips loading the text encoder.
+        dataset = dataset.map_batches(
             TextEmbedStage,
             fn_constructor_kwargs={
                 "spec": text_spec,
@@ -133,14 +141,13 @@ def build_dataset(config: MragConfig, objects: list[io.ObjectInfo]) -> ray.data.
             },
             **model_stage,
         )
-        .map_batches(
-            LanceWriteStage,
-            fn_constructor_kwargs={"db_uri": config.db_uri},
-            batch_size=ingest.write_batch_rows,
-            batch_format="pyarrow",
-            compute=ActorPoolStrategy(size=1),
-            num_cpus=0.1,
-        )
+    return dataset.map_batches(
+        LanceWriteStage,
+        fn_constructor_kwargs={"db_uri": config.db_uri},
+        batch_size=ingest.write_batch_rows,
+        batch_format="pyarrow",
+        compute=ActorPoolStrategy(size=1),
+        num_cpus=0.1,
     )
 
 
