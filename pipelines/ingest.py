@@ -20,11 +20,10 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mrag.embed.text import TextEmbedStage
-
 from mrag import io
 from mrag.decode.stage import DecodeStage, object_kind
 from mrag.embed.clip import ClipEmbedStage
+from mrag.embed.text import TextEmbedStage
 from mrag.models import get_model_spec, resolve_weights
 from mrag.ray_runtime import init_ray, quiet_ray_data
 from mrag.store.lance import Store

@@ -34,7 +34,7 @@ def text_pdf(
     font = add(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
     kids = []
     for text in pages:
-        lines = [l for para in text.split("\n") for l in (textwrap.wrap(para, 90) or [""])]
+        lines = [ln for para in text.split("\n") for ln in (textwrap.wrap(para, 90) or [""])]
         ops = ["BT", "/F1 12 Tf", "14 TL", f"50 {media_box[1] - 60} Td"]
         ops += [f"({_escape(line)}) Tj T*" for line in lines]
         ops.append("ET")
@@ -86,8 +86,8 @@ def scanned_pdf(lines: list[str]) -> bytes:
     return out.getvalue()
 
 
-BREAD = """Baking sourdough bread at home starts with a lively starter. Feed the starter with flour and
-water the night before, and use it when it has doubled and smells pleasantly sour.
+BREAD = """Baking sourdough bread at home starts with a lively starter. Feed the starter with
+flour and water the night before, and use it when it has doubled and smells pleasantly sour.
 
 Mix the flour, water and starter into a shaggy dough and let it rest. Add salt, then fold the
 dough every half hour while it rises. A long, slow fermentation gives the loaf its open crumb.

@@ -66,6 +66,7 @@ def test_demo_runs_offline_end_to_end(tmp_path) -> None:
     )  # fmt: skip
     lines = out.stdout.splitlines()
     assert "ingested 24" in out.stdout and "failed 1" in out.stdout
-    first_hit = lines[lines.index(next(l for l in lines if l.startswith("image search"))) + 1]
+    header = next(line for line in lines if line.startswith("image search"))
+    first_hit = lines[lines.index(header) + 1]
     assert first_hit.strip().endswith("red-circle.jpg")
     assert "RANDOM weights" in out.stdout and "mrag serve" in out.stdout

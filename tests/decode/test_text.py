@@ -42,7 +42,8 @@ def test_paragraph_breaks_survive_and_spaces_collapse() -> None:
 def test_markdown_keeps_readable_text() -> None:
     md = (
         b"# Field Guide\n\nSome **bold** and _italic_ words with `code` and a "
-        b"[link text](http://example.invalid/x).\n\n![alt words](img.png)\n\n```python\nprint(1)\n```\n"
+        b"[link text](http://example.invalid/x).\n\n![alt words](img.png)\n\n"
+        b"```python\nprint(1)\n```\n"
         b"> quoted line\n\n| a | b |\n|---|---|\n| c | d |\n"
     )
     decoded = decode_text(md, kind="markdown")

@@ -122,8 +122,9 @@ def test_eval_prints_modes_side_by_side_and_hybrid_holds_up(doc_db, tmp_path, ca
     (tmp_path / "qrels.tsv").write_text(
         "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, d in relevant.items())
     )
+    queries_file, qrels_file = str(tmp_path / "queries.jsonl"), str(tmp_path / "qrels.tsv")
     argv = ["eval", "--db", config.db_uri, "--profile", "offline",
-            "--queries", str(tmp_path / "queries.jsonl"), "--qrels", str(tmp_path / "qrels.tsv")]  # fmt: skip
+            "--queries", queries_file, "--qrels", qrels_file]  # fmt: skip
     assert main(argv) == 0
     table = capsys.readouterr().out
     assert all(mode in table for mode in ("vector", "fts", "hybrid")) and "nDCG@10" in table
