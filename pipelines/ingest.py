@@ -138,7 +138,7 @@ def build_dataset(config: MragConfig, objects: list[io.ObjectInfo]) -> ray.data.
                 "ingest": ingest,
                 "weights": config.text_weights,
             },
-            **model_stage,
+            **{**model_stage, "batch_size": ingest.text_sort_window},
         )
     return dataset.map_batches(
         LanceWriteStage,

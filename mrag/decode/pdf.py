@@ -1,12 +1,19 @@
 """PDF pages with pypdfium2: the text layer per page, and each page rendered for the CLIP space.
 
-A page with no text layer (a scan) is OCR'd with tesseract (Debian's ``tesseract-ocr``). Limits
-are checked before work is done: page count from the document header, pixel count from the page
-size, so a hostile PDF cannot make a worker render a gigapixel bitmap.
+A page with no text layer (a scan) is OCR'd with tesseract (Debian's ``tesseract-ocr``), from a
+separate grayscale render at ``ocr_dpi`` (the CLIP render is far too coarse for small type).
+Limits are checked before work is done: the page count from the page tree, a page's pixel count
+from its size, so a hostile PDF cannot make a worker render a gigapixel bitmap.
+
+pdfium is not thread-safe: decode PDFs in separate processes (Ray tasks and actors are), not in
+threads of one process.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -15,25 +22,75 @@ from typing import TYPE_CHECKING
 from mrag.errors import DecodeError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from PIL import Image
 
 _OCR_TIMEOUT_S = 120
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
 
 
 @dataclass(frozen=True)
 class PdfPage:
     page: int  # 1-based
-    text: str
+    text: str  # "" when the page has no text layer and OCR is off or found nothing
     text_source: str  # "text_layer", "ocr" or "none"
-    image: Image.Image  # RGB, longer side <= render_px
+    image: Image.Image  # RGB, longer side == render_px
     width_pt: float
     height_pt: float
 
 
 def decode_pdf(
-    data: bytes, *, max_pages: int, max_page_pixels: int, render_px: int, ocr: bool = True
+    data: bytes,
+    *,
+    max_pages: int,
+    max_page_pixels: int,
+    render_px: int,
+    ocr: bool = True,
+    ocr_dpi: int = 300,
 ) -> list[PdfPage]:
-    """Decodes every page; any failure is a :class:`DecodeError` for the whole document."""
+    """Decodes every page; any failure is a :class:`DecodeError` for the whole document.
+
+    Holds every page's render in memory (about 4 MB each at ``render_px=1024``); iterate
+    :func:`iter_pdf_pages` instead to hold one page at a time.
+    """
+    return list(
+        iter_pdf_pages(
+            data,
+            max_pages=max_pages,
+            max_page_pixels=max_page_pixels,
+            render_px=render_px,
+            ocr=ocr,
+            ocr_dpi=ocr_dpi,
+        )
+    )
+
+
+def iter_pdf_pages(
+    data: bytes,
+    *,
+    max_pages: int,
+    max_page_pixels: int,
+    render_px: int,
+    ocr: bool = True,
+    ocr_dpi: int = 300,
+) -> Iterator[PdfPage]:
+    """Yields pages one at a time; the document-level checks run before the first page.
+
+    Args:
+        data: the whole PDF.
+        max_pages: a document with more pages is refused (``TooManyPages``).
+        max_page_pixels: a page whose size at 72 dpi (1 px per point) is over this is refused
+            (``PageTooLarge``); the OCR render is also kept under it.
+        render_px: the longer side of each page's rendered ``image``, in pixels.
+        ocr: OCR pages that have no text layer (needs the ``tesseract`` binary).
+        ocr_dpi: the resolution pages are rendered at for OCR.
+
+    Raises:
+        DecodeError: ``EmptyObject``, ``CorruptPDF``, ``EncryptedPDF`` (a password is needed to
+            open it; permissions-only encryption is fine), ``TooManyPages``, ``PageTooLarge``,
+            ``OCRUnavailable``, ``OCRFailed``, ``OCRTimeout``.
+    """
     import pypdfium2 as pdfium
 
     if not data:
@@ -43,7 +100,10 @@ def decode_pdf(
     except pdfium.PdfiumError as exc:
         message = str(exc)
         if "password" in message.lower() or "security" in message.lower():
-            raise DecodeError(f"encrypted PDF: {message}", error_class="EncryptedPDF") from None
+            raise DecodeError(
+                f"encrypted PDF (a password is needed to open it): {message}",
+                error_class="EncryptedPDF",
+            ) from None
         raise DecodeError(f"PDF cannot be opened: {message}", error_class="CorruptPDF") from None
     try:
         n_pages = len(document)
@@ -54,20 +114,24 @@ def decode_pdf(
                 f"PDF has {n_pages} pages, over the pdf_max_pages limit of {max_pages}",
                 error_class="TooManyPages",
             )
-        return [
-            _decode_page(document[i], i + 1, max_page_pixels, render_px, ocr)
-            for i in range(n_pages)
-        ]
+        for index in range(n_pages):
+            page = document[index]
+            try:
+                yield _decode_page(page, index + 1, max_page_pixels, render_px, ocr, ocr_dpi)
+            finally:
+                page.close()
     except pdfium.PdfiumError as exc:
         raise DecodeError(f"PDF page cannot be read: {exc}", error_class="CorruptPDF") from None
     finally:
         document.close()
 
 
-def _decode_page(page, number: int, max_page_pixels: int, render_px: int, ocr: bool) -> PdfPage:
-    width_pt, height_pt = page.get_size()
-    if width_pt <= 0 or height_pt <= 0:
-        raise DecodeError(f"page {number} has no size", error_class="CorruptPDF")
+def _decode_page(
+    page, number: int, max_page_pixels: int, render_px: int, ocr: bool, ocr_dpi: int
+) -> PdfPage:
+    width_pt, height_pt = page.get_size()  # as displayed: /Rotate swaps them
+    if not (width_pt > 0 and height_pt > 0 and math.isfinite(width_pt * height_pt)):
+        raise DecodeError(f"page {number} has no usable size", error_class="CorruptPDF")
     # At 72 dpi a point is a pixel: a page declaring more than the pixel limit is refused even
     # though we render it smaller, as Pillow's limit refuses an oversized image header.
     if width_pt * height_pt > max_page_pixels:
@@ -76,23 +140,35 @@ def _decode_page(page, number: int, max_page_pixels: int, render_px: int, ocr: b
             f"pixels at 72 dpi, over the pixel limit of {max_page_pixels}",
             error_class="PageTooLarge",
         )
-    scale = render_px / max(width_pt, height_pt)
     textpage = page.get_textpage()
     try:
-        text = textpage.get_text_bounded() or ""
+        # Bounded (to the page box) rather than get_text_range: full Unicode, not UCS-2 only.
+        text = _clean(textpage.get_text_bounded())
     finally:
         textpage.close()
-    text = text.replace("\r\n", "\n").replace("\x00", "").strip()
-    image = page.render(scale=scale).to_pil().convert("RGB")
+    image = page.render(scale=render_px / max(width_pt, height_pt)).to_pil().convert("RGB")
     source = "text_layer" if text else "none"
     if not text and ocr:
-        text = ocr_image(image)
+        scale = min(ocr_dpi / 72, math.sqrt(max_page_pixels / (width_pt * height_pt)))
+        scan = page.render(scale=scale, grayscale=True).to_pil()
+        text = _clean(ocr_image(scan))
         source = "ocr" if text else "none"
     return PdfPage(number, text, source, image, width_pt, height_pt)
 
 
-def ocr_image(image: Image.Image) -> str:
-    """Runs the tesseract binary on an image; an absent binary is a clear, typed error."""
+def _clean(text: str) -> str:
+    """pdfium's CRLF line ends and control marks out; spaces collapsed; "" if only blanks."""
+    text = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
+    lines = [" ".join(line.split()) for line in text.split("\n")]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def ocr_image(image: Image.Image, *, lang: str = "eng") -> str:
+    """Runs the tesseract binary on an image; an absent binary is a clear, typed error.
+
+    Tesseract gets one thread (``OMP_THREAD_LIMIT=1``): workers already run one task per core,
+    and OpenMP threads on top of that slow OCR down.
+    """
     import io
 
     binary = shutil.which("tesseract")
@@ -101,17 +177,20 @@ def ocr_image(image: Image.Image) -> str:
             "OCR needs tesseract: apt-get install tesseract-ocr", error_class="OCRUnavailable"
         )
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PPM" if image.mode in ("L", "RGB") else "PNG")
     try:
         result = subprocess.run(
-            [binary, "stdin", "stdout", "--psm", "3"],
+            [binary, "stdin", "stdout", "-l", lang, "--psm", "3"],
             input=buffer.getvalue(),
             capture_output=True,
             timeout=_OCR_TIMEOUT_S,
             check=True,
+            env={**os.environ, "OMP_THREAD_LIMIT": "1"},
         )
     except subprocess.TimeoutExpired:
-        raise DecodeError("OCR timed out", error_class="OCRTimeout") from None
+        raise DecodeError(
+            f"OCR took over {_OCR_TIMEOUT_S} s on one page", error_class="OCRTimeout"
+        ) from None
     except subprocess.CalledProcessError as exc:
         detail = exc.stderr.decode(errors="replace").strip()[-300:]
         raise DecodeError(f"OCR failed: {detail}", error_class="OCRFailed") from None

@@ -2,49 +2,119 @@ from __future__ import annotations
 
 import shutil
 
+import pypdfium2 as pdfium
 import pytest
+from PIL import Image
 
-from mrag.decode.pdf import decode_pdf
+from mrag.decode.pdf import decode_pdf, iter_pdf_pages
 from mrag.errors import DecodeError
-from tests.doc_media import scanned_pdf, text_pdf
+from tests.doc_media import scan_image, scanned_pdf, text_pdf
 
 LIMITS = {"max_pages": 10, "max_page_pixels": 10_000_000, "render_px": 512}
 
 
+def _require_tesseract() -> None:
+    # Not a skip: CI installs tesseract-ocr (.ci/setup), and OCR is a feature users rely on.
+    assert shutil.which("tesseract"), "tesseract not on PATH: apt-get install tesseract-ocr"
+
+
 def test_text_layer_per_page_and_rendered_image() -> None:
-    pages = decode_pdf(text_pdf(["Alpha page (one).", "Beta page two."]), **LIMITS)
+    pdf = text_pdf(["Alpha page (one).", "Beta page two.", "Crème brûlée — naïve café"])
+    pages = decode_pdf(pdf, **LIMITS)
     assert [(p.page, p.text, p.text_source) for p in pages] == [
         (1, "Alpha page (one).", "text_layer"),
         (2, "Beta page two.", "text_layer"),
+        (3, "Crème brûlée — naïve café", "text_layer"),
     ]
-    assert max(pages[0].image.size) == 512 and pages[0].image.mode == "RGB"
+    assert pages[0].image.size == (396, 512) and pages[0].image.mode == "RGB"
     assert (pages[0].width_pt, pages[0].height_pt) == (612, 792)
+    # the render shows the page: white paper with dark type on it
+    assert pages[0].image.getpixel((5, 5)) == (255, 255, 255)
+    assert min(pages[0].image.convert("L").getdata()) < 100
+
+
+def test_rotated_page_reports_its_displayed_size() -> None:
+    (page,) = decode_pdf(text_pdf(["Landscape."], rotate=90), **LIMITS)
+    assert (page.width_pt, page.height_pt) == (792, 612)
+    assert page.image.size == (512, 396) and page.text == "Landscape."
 
 
 def test_scanned_page_is_ocred() -> None:
-    assert shutil.which("tesseract"), "tesseract-ocr missing: run bash .ci/setup"
-    pages = decode_pdf(scanned_pdf(["QUARTERLY HARVEST", "REPORT"]), **LIMITS)
-    assert pages[0].text_source == "ocr"
-    assert "QUARTERLY HARVEST" in pages[0].text.upper()
+    _require_tesseract()
+    (page,) = decode_pdf(scanned_pdf(["QUARTERLY HARVEST", "REPORT"]), **LIMITS)
+    assert page.text_source == "ocr"
+    assert "QUARTERLY HARVEST" in page.text.upper() and "REPORT" in page.text.upper()
+
+
+def test_small_print_is_ocred_at_scan_resolution_not_thumbnail_resolution() -> None:
+    # ~8 pt type: unreadable in the 512-px render, readable in the 300-dpi OCR render.
+    _require_tesseract()
+    scan = scanned_pdf(["The quarterly harvest report shows", "barley yields rose."], font_px=18)
+    (page,) = decode_pdf(scan, **LIMITS)
+    assert "quarterly harvest report" in page.text.lower()
+    assert "barley yields" in page.text.lower()
+
+
+def test_each_page_of_a_mixed_document_gets_its_own_text_source() -> None:
+    _require_tesseract()
+    blank = Image.new("RGB", (620, 877), "white")
+    pdf = text_pdf(["A typed cover page.", scan_image(["QUARTERLY HARVEST"]), blank])
+    pages = decode_pdf(pdf, **LIMITS)
+    assert [p.text_source for p in pages] == ["text_layer", "ocr", "none"]
+    assert pages[0].text == "A typed cover page."
+    assert "QUARTERLY HARVEST" in pages[1].text.upper()
+    assert pages[2].text == ""
 
 
 def test_ocr_can_be_switched_off() -> None:
-    pages = decode_pdf(scanned_pdf(["QUARTERLY"]), **LIMITS, ocr=False)
-    assert (pages[0].text, pages[0].text_source) == ("", "none")
+    (page,) = decode_pdf(scanned_pdf(["QUARTERLY"]), **LIMITS, ocr=False)
+    assert (page.text, page.text_source) == ("", "none")
+    assert page.image.size == (362, 512)
+
+
+def test_missing_tesseract_is_a_clear_error_only_when_ocr_is_needed(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(DecodeError, match="apt-get install tesseract-ocr") as info:
+        decode_pdf(scanned_pdf(["QUARTERLY"]), **LIMITS)
+    assert info.value.error_class == "OCRUnavailable"
+    assert decode_pdf(text_pdf(["Typed text."]), **LIMITS)[0].text == "Typed text."
+    assert decode_pdf(scanned_pdf(["QUARTERLY"]), **LIMITS, ocr=False)[0].text_source == "none"
+
+
+def test_a_password_to_open_is_encrypted_pdf_but_an_owner_password_alone_is_fine() -> None:
+    locked = text_pdf(["Secret minutes."], user_password="hunter2")
+    with pytest.raises(DecodeError) as info:
+        decode_pdf(locked, **LIMITS)
+    assert info.value.error_class == "EncryptedPDF"
+    # the file is really encrypted, not broken: the password opens it
+    document = pdfium.PdfDocument(locked, password="hunter2")
+    assert document[0].get_textpage().get_text_bounded() == "Secret minutes."
+    document.close()
+    (page,) = decode_pdf(text_pdf(["Printable, not editable."], owner_password="boss"), **LIMITS)
+    assert (page.text, page.text_source) == ("Printable, not editable.", "text_layer")
 
 
 @pytest.mark.parametrize(
     ("data", "limits", "error_class"),
     [
-        (text_pdf(["x"], encrypted=True), {}, "EncryptedPDF"),
-        (text_pdf(["x"])[:180], {}, "CorruptPDF"),
+        (text_pdf(["x"])[:180], {}, "CorruptPDF"),  # truncated
         (b"%PDF-1.7\n" + b"\x00garbage" * 20, {}, "CorruptPDF"),
+        (b"<html>not a pdf</html>", {}, "CorruptPDF"),
         (b"", {}, "EmptyObject"),
         (text_pdf(["p"] * 4), {"max_pages": 3}, "TooManyPages"),
         (text_pdf(["p"], media_box=(20000, 20000)), {}, "PageTooLarge"),
+        (text_pdf(["p"], media_box=(3000, 3000)), {"max_page_pixels": 4_000_000}, "PageTooLarge"),
     ],
 )
 def test_bad_pdfs_are_typed_errors(data: bytes, limits: dict, error_class: str) -> None:
     with pytest.raises(DecodeError) as info:
         decode_pdf(data, **{**LIMITS, **limits})
     assert info.value.error_class == error_class
+
+
+def test_limits_are_checked_before_any_page_is_yielded() -> None:
+    pages = iter_pdf_pages(text_pdf(["p"] * 4), **{**LIMITS, "max_pages": 3})
+    with pytest.raises(DecodeError, match="4 pages, over the pdf_max_pages limit of 3"):
+        next(pages)
+    first = next(iter_pdf_pages(text_pdf(["one", "two"]), **LIMITS))
+    assert (first.page, first.text) == (1, "one")
