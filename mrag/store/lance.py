@@ -9,6 +9,8 @@ from mrag import io
 from mrag.store import schema
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import lancedb
     import pyarrow as pa
 
@@ -74,16 +76,51 @@ class Store:
             .execute(rows, on_bad_vectors="null")  # null = "no vector in this space"
         )
 
-    def ingested_fingerprints(self, include_failed: bool = True) -> dict[str, str]:
-        """``uri → fingerprint`` of objects already processed, used to skip unchanged objects."""
+    def drop_superseded(self, uris: Sequence[str], batch_size: int = 500) -> None:
+        """Deletes what earlier runs over these objects left: chunks of content they no longer
+        have, and error rows that no longer hold (another fingerprint, or the object is now ok).
+
+        Run after re-ingesting changed objects; ``assets`` (one row per uri) says what is
+        current. Only the given uris are touched, so the cost follows the changes, not the table.
+        """
+        from mrag.store.schema import sql_literal
+
+        assets, chunks, errors = (
+            self.open(n) for n in (schema.ASSETS, schema.CHUNKS, schema.ERRORS)
+        )
+        if assets is None:
+            return
+        for start in range(0, len(uris), batch_size):
+            wanted = ", ".join(sql_literal(u) for u in uris[start : start + batch_size])
+            current = assets.to_lance().to_table(
+                columns=["uri", "asset_id", "fingerprint", "status"], filter=f"uri IN ({wanted})"
+            )
+            stale_chunks, stale_errors = [], []
+            for row in current.to_pylist():
+                uri = sql_literal(row["uri"])
+                stale_chunks.append(f"(uri = {uri} AND asset_id != {sql_literal(row['asset_id'])})")
+                if row["status"] == "ok":
+                    stale_errors.append(f"uri = {uri}")
+                else:
+                    fingerprint = sql_literal(row["fingerprint"])
+                    stale_errors.append(f"(uri = {uri} AND fingerprint != {fingerprint})")
+            if stale_chunks and chunks is not None:
+                chunks.delete(" OR ".join(stale_chunks))
+            if stale_errors and errors is not None:
+                errors.delete(" OR ".join(stale_errors))
+
+    def asset_states(self) -> dict[str, tuple[str, str]]:
+        """``uri → (fingerprint, status)`` of every object processed before, to skip unchanged
+        ones (reads two small columns, not the table)."""
         assets = self.open(schema.ASSETS)
         if assets is None:
             return {}
-        columns = assets.to_arrow().select(["uri", "fingerprint", "status"]).to_pylist()
+        rows = assets.to_lance().to_table(columns=["uri", "fingerprint", "status"])
         return {
-            row["uri"]: row["fingerprint"]
-            for row in columns
-            if include_failed or row["status"] == "ok"
+            uri: (fingerprint, status)
+            for uri, fingerprint, status in zip(
+                *(rows[c].to_pylist() for c in ("uri", "fingerprint", "status")), strict=True
+            )
         }
 
     def optimize(self) -> None:

@@ -87,3 +87,8 @@ def errors_schema() -> pa.Schema:
             pa.field("created_at", pa.timestamp("us", tz="UTC")),
         ]
     )
+
+
+def sql_literal(value: str) -> str:
+    """A string as a LanceDB (DataFusion SQL) literal, quotes escaped: safe for user values."""
+    return "'" + value.replace("'", "''") + "'"

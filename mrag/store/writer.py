@@ -14,10 +14,11 @@ if TYPE_CHECKING:
 
 
 class LanceWriteStage:
-    """Ray Data callable class (run as a single actor so commits never race).
+    """Commits embedded chunk rows; one instance in one process (the ingest driver), so commits
+    never race.
 
     Takes rows from the decode → embed chain (see ``mrag.decode.stage``) and returns one small
-    summary row per input row (``uri``, ``error_class``) for the driver to count.
+    summary row per input row (``uri``, ``error_class``) for the caller to count.
     """
 
     def __init__(self, db_uri: str) -> None:

@@ -9,7 +9,7 @@ from mrag.config import load_config
 from mrag.query import QueryEngine
 from mrag.store import schema
 from mrag.store.lance import Store
-from pipelines.ingest import run_ingest
+from pipelines.ingest import _write_batches, run_ingest
 from tests.media import bad_images, good_images
 
 pytestmark = pytest.mark.integration
@@ -87,5 +87,21 @@ def test_changed_and_new_objects_are_the_only_work_on_rerun(ray_local, s3_bucket
     assert (summary.seen, summary.skipped, summary.ingested) == (4, 2, 2)
     store = Store(config.db_uri)
     assert store.count_rows(schema.ASSETS) == 4
+    # The changed object's old content is gone, not kept beside the new one.
+    chunks = store.read(schema.CHUNKS, ["uri", "asset_id"]).to_pylist()
+    assert sorted(c["uri"] for c in chunks) == sorted(
+        f"s3://{s3_bucket}/{k}" for k, _ in images[:4]
+    )
+    assets = {a["uri"]: a["asset_id"] for a in store.read(schema.ASSETS).to_pylist()}
+    assert all(assets[c["uri"]] == c["asset_id"] for c in chunks)
     hits = QueryEngine(config).search(None, image=images[4][1], k=1)
     assert hits[0].uri == f"s3://{s3_bucket}/{images[0][0]}"
+
+
+def test_commits_gather_finished_blocks_into_batches(ray_local) -> None:
+    import ray.data
+
+    dataset = ray.data.range(10, override_num_blocks=10)  # ten one-row blocks
+    batches = list(_write_batches(dataset, min_rows=4))
+    assert [b.num_rows for b in batches] == [4, 4, 2]
+    assert sorted(i for b in batches for i in b["id"].to_pylist()) == list(range(10))
