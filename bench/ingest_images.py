@@ -1,18 +1,21 @@
 """Image ingest benchmark: end-to-end ``pipelines.ingest`` rate against the bare model forward.
 
-    .venv/bin/python bench/ingest_images.py [--n-images 1500] [--batch-size 32]
+    .venv/bin/python bench/ingest_images.py [--model-seconds 90 | --n-images N] [--batch-size 32]
 
 Both figures come from one run on the same machine: the forward rate is ViT-B-32 (random init:
 same architecture and cost as the pretrained default) over pre-decoded batches, same batch size
 and torch threads as the pipeline's actor; the end-to-end rate is images from job start to the
 last committed row (Ray's own start-up is excluded and printed separately). The last line is
 ``end_to_end_vs_forward=<ratio>``: near 1.0 means decode, transfer and writes hide behind the
-forward pass.
+forward pass. The corpus is sized from the measured forward rate to ``--model-seconds`` of
+model work (at least 1,000 images), so the job's fixed start-up (actor process, torch import,
+model build: a few seconds, printed) is weighed against a realistic amount of work on any machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -60,7 +63,13 @@ def forward_rate(batch_size: int, threads: int, min_batches: int = 8, min_s: flo
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--n-images", type=int, default=1500)
+    parser.add_argument("--n-images", type=int, help="corpus size (default: from --model-seconds)")
+    parser.add_argument(
+        "--model-seconds",
+        type=float,
+        default=90.0,
+        help="size the corpus to this much bare-forward work (>= 1,000 images)",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--out", help="folder for images and database (default: a temp dir)")
     args = parser.parse_args()
@@ -83,25 +92,25 @@ def main() -> int:
     )
     threads = config.ingest.torch_threads or os.cpu_count() or 1
 
-    started = time.perf_counter()
-    make_images(root / "images", args.n_images)
-    print(f"generated {args.n_images} images in {time.perf_counter() - started:.1f} s", flush=True)
-
     forward = forward_rate(args.batch_size, threads)
     print(f"bare forward ({MODEL}, batch {args.batch_size}, {threads} threads): "
           f"{forward:.2f} images/s", flush=True)  # fmt: skip
+    n_images = args.n_images or max(1000, math.ceil(forward * args.model_seconds))
+    started = time.perf_counter()
+    make_images(root / "images", n_images)
+    print(f"generated {n_images} images in {time.perf_counter() - started:.1f} s", flush=True)
 
     ray_startup_s = init_ray(num_cpus=os.cpu_count())
     summary = run_ingest(config, [str(root / "images")])
     rows = Store(config.db_uri).count_rows(schema.CHUNKS)
-    if summary.ingested != args.n_images or rows != args.n_images:
-        raise SystemExit(f"expected {args.n_images} rows, got {rows}: {summary.render()}")
+    if summary.ingested != n_images or rows != n_images:
+        raise SystemExit(f"expected {n_images} rows, got {rows}: {summary.render()}")
     end_to_end = summary.ingested / summary.elapsed_s
     ratio = end_to_end / forward
 
     print(f"\n{'figure':<36}{'value':>12}")
     for name, value in [
-        ("images", args.n_images),
+        ("images", n_images),
         ("ray start-up (excluded), s", ray_startup_s),
         ("end-to-end job time, s", summary.elapsed_s),
         ("bare forward, images/s", forward),

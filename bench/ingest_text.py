@@ -1,18 +1,21 @@
 """Text ingest benchmark: end-to-end chunks/s of ``pipelines.ingest`` against the bare encoder.
 
-    .venv/bin/python bench/ingest_text.py [--n-docs 120] [--batch-size 32]
+    .venv/bin/python bench/ingest_text.py [--model-seconds 90 | --n-docs N] [--batch-size 32]
 
 One run measures both: the bare text-encoder rate (packaged all-MiniLM-L6-v2 over the
 very chunks the job will make, in the same calls: ``text_sort_window`` rows in document order,
 each sorted by length into batches of the same size, same threads) and the end-to-end rate of
 the job on the same documents (job start → last committed row; Ray start-up excluded, printed
 separately). The offline profile also embeds every chunk with the tiny CLIP text tower, as the
-job does. Last line: ``end_to_end_vs_forward=<ratio>``.
+job does. The corpus is sized from a probe of the encoder's rate to ``--model-seconds`` of
+encoder work, so the job's fixed start-up is weighed against a realistic amount of work on any
+machine. Last line: ``end_to_end_vs_forward=<ratio>``.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import sys
@@ -46,18 +49,51 @@ def make_documents(folder: Path, n_docs: int, seed: int = 0) -> None:
         (folder / f"doc-{d:04d}.txt").write_text("\n\n".join(paragraphs))
 
 
+def chunk_folder(folder: Path, config, count_tokens) -> list[str]:
+    """The chunk texts the job will make from ``folder``, in document order."""
+    from mrag.chunk import chunk_text
+    from mrag.decode.text import decode_text
+
+    texts = []
+    for path in sorted(folder.iterdir()):
+        decoded = decode_text(path.read_bytes(), kind="text")
+        texts += [
+            c.text
+            for c in chunk_text(
+                decoded.text,
+                max_tokens=config.ingest.chunk_max_tokens,
+                overlap_tokens=config.ingest.chunk_overlap_tokens,
+                count_tokens=count_tokens,
+            )
+        ]
+    return texts
+
+
+def encoder_rate(embedder, texts: list[str], window: int) -> float:
+    """Chunks/s of the bare encoder over ``texts`` in the job's calls: ``window`` rows in
+    document order per call, each sorted by length into batches."""
+    started = time.perf_counter()
+    for start in range(0, len(texts), window):
+        embedder.embed_texts(texts[start : start + window])
+    return len(texts) / (time.perf_counter() - started)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--n-docs", type=int, default=120)
+    parser.add_argument("--n-docs", type=int, help="corpus size (default: from --model-seconds)")
+    parser.add_argument(
+        "--model-seconds",
+        type=float,
+        default=90.0,
+        help="size the corpus to this much bare-encoder work (>= 100 documents)",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--out", help="folder for documents and database (default: temp dir)")
     args = parser.parse_args()
 
     import numpy as np  # noqa: F401  (imported before torch for a stable BLAS choice)
 
-    from mrag.chunk import chunk_text
     from mrag.config import load_config
-    from mrag.decode.text import decode_text
     from mrag.embed.text import HFTextEmbedder
     from mrag.models import get_model_spec
     from mrag.ray_runtime import init_ray
@@ -75,32 +111,23 @@ def main() -> int:
         },
     )
     threads = config.ingest.torch_threads or os.cpu_count() or 1
-    make_documents(root / "docs", args.n_docs)
-
+    window = config.ingest.text_sort_window
     embedder = HFTextEmbedder(
         get_model_spec(config.text_model), batch_size=args.batch_size, num_threads=threads
     )
-    texts = []
-    for path in sorted((root / "docs").iterdir()):
-        decoded = decode_text(path.read_bytes(), kind="text")
-        texts += [
-            c.text
-            for c in chunk_text(
-                decoded.text,
-                max_tokens=config.ingest.chunk_max_tokens,
-                overlap_tokens=config.ingest.chunk_overlap_tokens,
-                count_tokens=embedder.count_tokens,
-            )
-        ]
+    n_docs = args.n_docs
+    if n_docs is None:  # size the corpus from a probe of the same generator
+        make_documents(root / "probe", 40, seed=1)
+        probe = chunk_folder(root / "probe", config, embedder.count_tokens)
+        embedder.embed_texts(probe[: args.batch_size])  # warm-up
+        seconds_per_doc = len(probe) / encoder_rate(embedder, probe, window) / 40
+        n_docs = max(100, math.ceil(args.model_seconds / seconds_per_doc))
+    make_documents(root / "docs", n_docs)
+    texts = chunk_folder(root / "docs", config, embedder.count_tokens)
     embedder.embed_texts(texts[: args.batch_size])  # warm-up
-    # The job's actor gets text_sort_window rows per call in document order and sorts each call
-    # by length into batches: measure the model on exactly those calls.
-    window = config.ingest.text_sort_window
-    started = time.perf_counter()
-    for start in range(0, len(texts), window):
-        embedder.embed_texts(texts[start : start + window])
-    forward = len(texts) / (time.perf_counter() - started)
-    print(f"{len(texts)} chunks; bare text encoder: {forward:.2f} chunks/s", flush=True)
+    forward = encoder_rate(embedder, texts, window)
+    print(f"{n_docs} documents, {len(texts)} chunks; bare text encoder "
+          f"({threads} threads): {forward:.2f} chunks/s", flush=True)  # fmt: skip
 
     ray_startup_s = init_ray(num_cpus=os.cpu_count())
     summary = run_ingest(config, [str(root / "docs")])
@@ -111,7 +138,7 @@ def main() -> int:
 
     print(f"\n{'figure':<36}{'value':>12}")
     for name, value in [
-        ("documents", args.n_docs),
+        ("documents", n_docs),
         ("chunks", len(texts)),
         ("ray start-up (excluded), s", ray_startup_s),
         ("end-to-end job time, s", summary.elapsed_s),
