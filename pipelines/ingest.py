@@ -87,9 +87,11 @@ def build_dataset(config: MragConfig, objects: list[io.ObjectInfo]) -> ray.data.
     """The Ray Data plan: a short list of stages, each with the resources it declares.
 
     The write is not part of the plan: :func:`run_ingest` commits the embedded rows from the
-    driver, the one process that must see every row anyway (LanceDB commits must not race, so
-    a writer is a single process wherever it runs; an extra writer actor measured ~10 % slower
-    forward passes on a 2-core node, from one more process waking up beside the model).
+    driver, the one process that sees every row anyway (LanceDB commits must not race, so a
+    writer is one process wherever it runs). A writer actor would be one more Ray worker beside
+    the model, and on a small node each one costs the forward pass (a Ray worker wakes ~100
+    times a second; measured on 2 cores, Ray Data's own service actors alone cost a model
+    actor ~13 % of its rate).
     """
     import ray.data
     from ray.data import ActorPoolStrategy, TaskPoolStrategy
@@ -135,6 +137,7 @@ def build_dataset(config: MragConfig, objects: list[io.ObjectInfo]) -> ray.data.
             compute=ActorPoolStrategy(size=ingest.embed_actors),
             num_cpus=ingest.embed_num_cpus,
             num_gpus=ingest.embed_num_gpus,
+            memory=ingest.embed_memory_mb * 2**20,
         )
     )
 
