@@ -90,8 +90,8 @@ def build_dataset(config: MragConfig, objects: list[io.ObjectInfo]) -> ray.data.
     driver, the one process that sees every row anyway (LanceDB commits must not race, so a
     writer is one process wherever it runs). A writer actor would be one more Ray worker beside
     the model, and on a small node each one costs the forward pass (a Ray worker wakes ~100
-    times a second; measured on 2 cores, Ray Data's own service actors alone cost a model
-    actor ~13 % of its rate).
+    times a second; measured on 2 cores, a model actor lost ~13 % of its rate to any Ray Data
+    dataset running beside it).
     """
     import ray.data
     from ray.data import ActorPoolStrategy, TaskPoolStrategy
@@ -189,6 +189,8 @@ def run_ingest(config: MragConfig, sources: Sequence[str]) -> IngestSummary:
     todo = [o for o in objects if not _done(previous.get(o.uri), o, config.ingest.retry_failed)]
     summary.seen, summary.skipped = len(objects), len(objects) - len(todo)
     if todo:
+        # Changed or retried objects: their old chunks and errors go before the new version lands.
+        store.forget([o.uri for o in todo if o.uri in previous])
         summary.ray_startup_s = init_ray(config.ray_address)
         quiet_ray_data()
         started += summary.ray_startup_s
@@ -202,8 +204,6 @@ def run_ingest(config: MragConfig, sources: Sequence[str]) -> IngestSummary:
             summary.chunks += sum(1 for error_class in errors if not error_class)
         summary.ingested = sum(1 for error_class in outcome.values() if not error_class)
         summary.failed = dict(Counter(e for e in outcome.values() if e))
-        # Changed or retried objects: drop what their previous runs left behind.
-        store.drop_superseded([o.uri for o in todo if o.uri in previous])
     summary.elapsed_s = time.perf_counter() - started
     if todo:
         store.optimize()

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 from mrag.errors import MragError
 from mrag.store import schema
-from mrag.store.schema import sql_literal
 
 if TYPE_CHECKING:
     import numpy as np
@@ -95,9 +94,11 @@ class SearchFilters:
         """A LanceDB (DataFusion SQL) predicate with values quoted safely, or ``None``."""
         clauses = []
         if self.modality:
-            clauses.append("modality IN (" + ", ".join(sql_literal(m) for m in self.modality) + ")")
+            clauses.append(
+                "modality IN (" + ", ".join(schema.sql_literal(m) for m in self.modality) + ")"
+            )
         if self.uri_prefix:
-            clauses.append(f"starts_with(uri, {sql_literal(self.uri_prefix)})")
+            clauses.append(f"starts_with(uri, {schema.sql_literal(self.uri_prefix)})")
         if self.page is not None:
             clauses.append(f"page = {int(self.page)}")
         return " AND ".join(clauses) or None

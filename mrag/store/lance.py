@@ -76,38 +76,20 @@ class Store:
             .execute(rows, on_bad_vectors="null")  # null = "no vector in this space"
         )
 
-    def drop_superseded(self, uris: Sequence[str], batch_size: int = 500) -> None:
-        """Deletes what earlier runs over these objects left: chunks of content they no longer
-        have, and error rows that no longer hold (another fingerprint, or the object is now ok).
+    def forget(self, uris: Sequence[str], batch_size: int = 500) -> None:
+        """Deletes the chunks and error rows of these objects, before they are ingested again.
 
-        Run after re-ingesting changed objects; ``assets`` (one row per uri) says what is
-        current. Only the given uris are touched, so the cost follows the changes, not the table.
+        Done before the new version is written, not after: if the job dies in between, the
+        ``assets`` row still holds the old fingerprint, so the next run redoes the object rather
+        than skipping it with stale rows left behind. Only the given uris are touched.
         """
-        from mrag.store.schema import sql_literal
-
-        assets, chunks, errors = (
-            self.open(n) for n in (schema.ASSETS, schema.CHUNKS, schema.ERRORS)
-        )
-        if assets is None:
-            return
-        for start in range(0, len(uris), batch_size):
-            wanted = ", ".join(sql_literal(u) for u in uris[start : start + batch_size])
-            current = assets.to_lance().to_table(
-                columns=["uri", "asset_id", "fingerprint", "status"], filter=f"uri IN ({wanted})"
-            )
-            stale_chunks, stale_errors = [], []
-            for row in current.to_pylist():
-                uri = sql_literal(row["uri"])
-                stale_chunks.append(f"(uri = {uri} AND asset_id != {sql_literal(row['asset_id'])})")
-                if row["status"] == "ok":
-                    stale_errors.append(f"uri = {uri}")
-                else:
-                    fingerprint = sql_literal(row["fingerprint"])
-                    stale_errors.append(f"(uri = {uri} AND fingerprint != {fingerprint})")
-            if stale_chunks and chunks is not None:
-                chunks.delete(" OR ".join(stale_chunks))
-            if stale_errors and errors is not None:
-                errors.delete(" OR ".join(stale_errors))
+        for name in (schema.CHUNKS, schema.ERRORS):
+            table = self.open(name)
+            if table is None:
+                continue
+            for start in range(0, len(uris), batch_size):
+                wanted = ", ".join(schema.sql_literal(u) for u in uris[start : start + batch_size])
+                table.delete(f"uri IN ({wanted})")
 
     def asset_states(self) -> dict[str, tuple[str, str]]:
         """``uri → (fingerprint, status)`` of every object processed before, to skip unchanged

@@ -77,45 +77,22 @@ def _table(target: pa.Schema, columns: dict[str, list]) -> pa.Table:
     )
 
 
-def test_drop_superseded_keeps_only_what_the_current_version_made(tmp_path) -> None:
+def test_forget_removes_only_the_named_objects_rows(tmp_path) -> None:
     store = Store(str(tmp_path / "db"))
     store.ensure_tables(clip_dim=4, text_dim=4)
     odd = "/x/it's.jpg"  # a quote in a uri must not break (or widen) the predicate
-    store.upsert(
-        schema.ASSETS,
-        _table(
-            schema.assets_schema(),
-            {
-                "uri": ["/x/a.jpg", odd, "/x/untouched.jpg"],
-                "asset_id": ["new-a", "new-b", "old-c"],
-                "fingerprint": ["f2", "g2", "h1"],
-                "status": ["ok", "failed", "ok"],
-            },
-        ),
-    )
-    chunks = _chunks(["c-old-a", "c-new-a", "c-old-b", "c-old-c"])
-    chunks = chunks.set_column(1, "asset_id", pa.array(["old-a", "new-a", "old-b", "old-c"]))
-    chunks = chunks.set_column(
-        2, "uri", pa.array(["/x/a.jpg", "/x/a.jpg", odd, "/x/untouched.jpg"])
-    )
+    chunks = _chunks(["c-a1", "c-a2", "c-b", "c-c"])
+    chunks = chunks.set_column(2, "uri", pa.array(["/x/a.jpg", "/x/a.jpg", odd, "/x/kept.jpg"]))
     store.upsert(schema.CHUNKS, chunks)
     store.upsert(
         schema.ERRORS,
         _table(
             schema.errors_schema(),
-            {
-                "error_id": ["e1", "e2", "e3", "e4"],
-                "uri": ["/x/a.jpg", odd, odd, "/x/untouched.jpg"],
-                "fingerprint": ["f1", "g1", "g2", "h0"],
-            },
+            {"error_id": ["e1", "e2", "e3"], "uri": ["/x/a.jpg", odd, "/x/kept.jpg"]},
         ),
     )
 
-    store.drop_superseded(["/x/a.jpg", odd])
+    store.forget(["/x/a.jpg", odd])
 
-    assert sorted(store.read(schema.CHUNKS, ["chunk_id"])["chunk_id"].to_pylist()) == [
-        "c-new-a",  # the current content of a.jpg
-        "c-old-c",  # not re-ingested: not touched
-    ]
-    # a.jpg is ok now: no errors; it's.jpg still fails, with its current fingerprint only.
-    assert sorted(store.read(schema.ERRORS, ["error_id"])["error_id"].to_pylist()) == ["e3", "e4"]
+    assert store.read(schema.CHUNKS, ["chunk_id"])["chunk_id"].to_pylist() == ["c-c"]
+    assert store.read(schema.ERRORS, ["error_id"])["error_id"].to_pylist() == ["e3"]
