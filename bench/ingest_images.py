@@ -69,6 +69,7 @@ def main() -> int:
         help="size the corpus to this much bare-forward work (>= 1,000 images)",
     )
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--torch-threads", type=int, default=0, help="0: every core")
     parser.add_argument("--out", help="folder for images and database (default: a temp dir)")
     args = parser.parse_args()
 
@@ -85,6 +86,7 @@ def main() -> int:
             "db_uri": str(root / "db"),
             "clip_model": MODEL,
             "ingest.embed_batch_size": args.batch_size,
+            "ingest.torch_threads": args.torch_threads,
             "index.auto_after_ingest": False,
         },
     )

@@ -89,6 +89,7 @@ def main() -> int:
         help="size the corpus to this much bare-encoder work (>= 100 documents)",
     )
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--torch-threads", type=int, default=0, help="0: every core")
     parser.add_argument("--out", help="folder for documents and database (default: temp dir)")
     args = parser.parse_args()
 
@@ -109,6 +110,7 @@ def main() -> int:
         overrides={
             "db_uri": str(root / "db"),
             "ingest.embed_batch_size": args.batch_size,
+            "ingest.torch_threads": args.torch_threads,
             "index.auto_after_ingest": False,
         },
     )

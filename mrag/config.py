@@ -43,6 +43,10 @@ class IngestConfig:
     read_batch_size: int = 16
     decode_num_cpus: float = 0.25
     decode_tasks: int = 1  # concurrent decode tasks (raise on clusters with many CPU nodes)
+    # Objects per decode task. Ray pays a fixed cost per task (scheduling, worker hand-off,
+    # result metadata); at one model batch per task that cost took ~4 ms of CPU per image from
+    # the model's cores, and 256 per task made image ingest 11 % faster end to end on 2 cores.
+    decode_task_objects: int = 256
     embed_batch_size: int = 32
     # Rows per text-encoder call; each call is sorted by length into embed_batch_size batches,
     # so a wider window means less padding (measured ~30% faster than arrival order).
@@ -72,6 +76,7 @@ class IngestConfig:
             "ingest",
             "read_batch_size",
             "decode_tasks",
+            "decode_task_objects",
             "embed_batch_size",
             "text_sort_window",
             "embed_actors",

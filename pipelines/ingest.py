@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     import ray.data
 
-    from mrag.config import MragConfig
+    from mrag.config import IngestConfig, MragConfig
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,13 @@ def _decode(batch: dict[str, np.ndarray], **kwargs: Any) -> pa.Table:
     return DecodeStage(**kwargs)(batch)
 
 
+def decode_task_count(n_objects: int, ingest: IngestConfig) -> int:
+    """Read blocks (one decode task each): about ``decode_task_objects`` objects per task, and
+    at least ``decode_tasks`` of them so that every concurrent decode task has work."""
+    wanted = max(math.ceil(n_objects / ingest.decode_task_objects), ingest.decode_tasks)
+    return max(1, min(wanted, n_objects, 2000))
+
+
 def build_dataset(config: MragConfig, objects: list[io.ObjectInfo]) -> ray.data.Dataset:
     """The Ray Data plan: a short list of stages, each with the resources it declares.
 
@@ -100,8 +107,7 @@ def build_dataset(config: MragConfig, objects: list[io.ObjectInfo]) -> ray.data.
     clip_spec = get_model_spec(config.clip_model)
     text_spec = get_model_spec(config.text_model)
     rows = [{**asdict(o), "fingerprint": o.fingerprint} for o in objects]
-    # Blocks of about one model batch: the actor gets full batches, not 32 + a stray 1.
-    read_blocks = max(1, min(math.ceil(len(rows) / ingest.embed_batch_size), 2000))
+    read_blocks = decode_task_count(len(rows), ingest)
     has_text = any(object_kind(o.uri, ingest.extensions) != "image" for o in objects)
     return (
         ray.data.from_items(rows, override_num_blocks=read_blocks)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import boto3
 import pytest
 
-from mrag.config import load_config
+from mrag.config import IngestConfig, load_config
 from mrag.query import QueryEngine
 from mrag.store import schema
 from mrag.store.lance import Store
-from pipelines.ingest import _write_batches, run_ingest
+from pipelines.ingest import _write_batches, decode_task_count, run_ingest
 from tests.media import bad_images, good_images
 
 pytestmark = pytest.mark.integration
@@ -105,3 +105,14 @@ def test_commits_gather_finished_blocks_into_batches(ray_local) -> None:
     batches = list(_write_batches(dataset, min_rows=4))
     assert [b.num_rows for b in batches] == [4, 4, 2]
     assert sorted(i for b in batches for i in b["id"].to_pylist()) == list(range(10))
+
+
+def test_decode_tasks_amortise_rays_per_task_cost_and_keep_every_decoder_busy() -> None:
+    ingest = IngestConfig(decode_task_objects=256, decode_tasks=1)
+    assert decode_task_count(0, ingest) == 1
+    assert decode_task_count(40, ingest) == 1
+    assert decode_task_count(3441, ingest) == 14
+    assert decode_task_count(10_000_000, ingest) == 2000  # bounded plan size
+    many_decoders = IngestConfig(decode_task_objects=256, decode_tasks=8)
+    assert decode_task_count(300, many_decoders) == 8
+    assert decode_task_count(5, many_decoders) == 5  # never an empty task
