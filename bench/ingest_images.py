@@ -74,10 +74,10 @@ def main() -> int:
     args = parser.parse_args()
 
     from mrag.config import load_config
+    from mrag.pipelines.ingest import run_ingest
     from mrag.ray_runtime import init_ray
     from mrag.store import schema
     from mrag.store.lance import Store
-    from pipelines.ingest import run_ingest
 
     root = Path(args.out or tempfile.mkdtemp(prefix="mrag-bench-"))
     config = load_config(

@@ -105,10 +105,10 @@ def main() -> int:
     from mrag.embed.clip import ClipEmbedder
     from mrag.embed.text import HFTextEmbedder
     from mrag.models import get_model_spec
+    from mrag.pipelines.ingest import run_ingest
     from mrag.ray_runtime import init_ray
     from mrag.store import schema
     from mrag.store.lance import Store
-    from pipelines.ingest import run_ingest
 
     root = Path(args.out or tempfile.mkdtemp(prefix="mrag-bench-text-"))
     config = load_config(

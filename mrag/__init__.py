@@ -47,7 +47,7 @@ def ingest(sources: Sequence[str], config: MragConfig):  # -> pipelines.ingest.I
 
     The job lives in ``pipelines/``; like the CLI, this notebook entry point defers to it lazily.
     """
-    from pipelines.ingest import run_ingest
+    from mrag.pipelines.ingest import run_ingest
 
     return run_ingest(config, sources)
 

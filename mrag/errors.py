@@ -11,6 +11,14 @@ class ConfigError(MragError, ValueError):
     """A configuration value is missing, of the wrong type, or out of range."""
 
 
+class SourceNotFoundError(MragError, FileNotFoundError):
+    """A source folder, prefix or file named by the user does not exist."""
+
+
+class TableNotFoundError(MragError, LookupError):
+    """The database has no such mrag table (nothing was ingested into it yet)."""
+
+
 class WeightsNotFoundError(MragError):
     """A model's weights could not be found in any of the places a spec allows."""
 

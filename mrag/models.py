@@ -248,13 +248,13 @@ def _hub_weights(spec: ModelSpec) -> Path | None:
 
 def _copy_prefix_to_cache(uri: str) -> Path:
     """Copies an object-storage file or prefix to the node cache once; later calls reuse it."""
-    from mrag import io
+    from mrag import storage
 
     target = cache_dir() / "models" / hashlib.sha256(uri.encode()).hexdigest()[:16]
     done_marker = target / ".complete"
     if done_marker.exists():
         return _single_file_or_dir(target)
-    fs, path = io.filesystem(uri)
+    fs, path = storage.filesystem(uri)
     if not fs.exists(path):
         raise WeightsNotFoundError(f"weights prefix {uri} does not exist in object storage")
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")

@@ -1,0 +1,1 @@
+"""Launchers for the jobs in :mod:`mrag.pipelines` (``python -m pipelines.ingest …``)."""

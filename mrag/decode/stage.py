@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from mrag import io as storage
+from mrag import storage
 from mrag.decode.image import decode_image
 from mrag.errors import DecodeError
 from mrag.store import schema

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from mrag import io
+from mrag import storage
+from mrag.errors import TableNotFoundError
 from mrag.store import schema
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ class Store:
 
         self.db_uri = db_uri
         self._db: lancedb.DBConnection = lancedb.connect(
-            db_uri, storage_options=io.lance_storage_options(db_uri) or None
+            db_uri, storage_options=storage.lance_storage_options(db_uri) or None
         )
 
     def table_names(self) -> list[str]:
@@ -117,5 +118,5 @@ class Store:
     def read(self, name: str, columns: list[str] | None = None) -> pa.Table:
         table = self.open(name)
         if table is None:
-            raise LookupError(f"{self.db_uri} has no {name} table; run `mrag ingest` first")
+            raise TableNotFoundError(f"{self.db_uri} has no {name} table; run `mrag ingest` first")
         return table.to_lance().to_table(columns=columns)

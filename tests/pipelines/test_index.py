@@ -7,10 +7,10 @@ import pyarrow as pa
 import pytest
 
 from mrag.config import IndexConfig
+from mrag.pipelines.index import build_indices, choose_vector_index
 from mrag.retrieve.search import Retriever, SearchFilters
 from mrag.store import schema
 from mrag.store.lance import Store
-from pipelines.index import build_indices, choose_vector_index
 
 WORDS = "river mountain bread engine violin harbor lantern orchard comet glacier".split()
 

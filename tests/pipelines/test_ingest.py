@@ -6,10 +6,10 @@ import boto3
 import pytest
 
 from mrag.config import IngestConfig, load_config
+from mrag.pipelines.ingest import _write_batches, decode_task_count, run_ingest
 from mrag.query import QueryEngine
 from mrag.store import schema
 from mrag.store.lance import Store
-from pipelines.ingest import _write_batches, decode_task_count, run_ingest
 from tests.media import bad_images, good_images
 
 pytestmark = pytest.mark.integration

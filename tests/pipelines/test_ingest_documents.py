@@ -9,10 +9,10 @@ import pytest
 
 from mrag.cli import main
 from mrag.config import load_config
+from mrag.pipelines.ingest import run_ingest
 from mrag.query import QueryEngine
 from mrag.store import schema
 from mrag.store.lance import Store
-from pipelines.ingest import run_ingest
 from tests.doc_media import mixed_corpus
 
 pytestmark = pytest.mark.integration

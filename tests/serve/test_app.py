@@ -73,10 +73,10 @@ def _b64(data: bytes) -> str:
 def server(ray_local, tmp_path_factory):
     from ray import serve
 
+    from mrag.pipelines.ingest import run_ingest
     from mrag.serve.app import run_server
     from mrag.store import schema
     from mrag.store.lance import Store
-    from pipelines.ingest import run_ingest
 
     root = tmp_path_factory.mktemp("serve")
     media = root / "media"

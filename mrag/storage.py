@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from mrag.errors import SourceNotFoundError
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
@@ -76,7 +78,7 @@ def list_objects(sources: Iterable[str], extensions: Iterable[str]) -> Iterator[
         if protocol == "file":
             root = os.path.abspath(root)
         if not fs.exists(root):
-            raise FileNotFoundError(f"source {source} does not exist")
+            raise SourceNotFoundError(f"source {source} does not exist")
         if fs.isdir(root):
             entries = fs.find(root, detail=True).values()
         else:
