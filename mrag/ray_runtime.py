@@ -7,29 +7,79 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 
 log = logging.getLogger(__name__)
 
 # Forwarded to every worker so S3, model caches and offline mode behave as on the driver.
 _FORWARDED_ENV_PREFIXES = ("AWS_", "HF_", "MRAG_", "TRANSFORMERS_", "TOKENIZERS_")
+_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def forwarded_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith(_FORWARDED_ENV_PREFIXES)}
 
 
+def loopback_only_ray() -> None:
+    """Makes a Ray that this process starts bind 127.0.0.1 only (GCS, raylet, workers, agents).
+
+    Ray 2.60 reads ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` once, when ``ray`` is first imported
+    (``ray._private.ray_constants.ENABLE_RAY_CLUSTER``); measured: without it a local instance
+    binds ``0.0.0.0`` and the machine's address. So the variable is set before the import, and
+    when something imported Ray earlier (a notebook, a library) the constant it already read is
+    corrected too. Child processes (gcs_server, raylet, workers) inherit the variable. A user who
+    set the variable explicitly keeps their choice.
+    """
+    os.environ.setdefault(_LOOPBACK_ENV, "0")
+    enabled = os.environ[_LOOPBACK_ENV].strip().lower() in ("1", "true", "yes")
+    if "ray" in sys.modules:
+        from ray._private import ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = enabled
+
+
+def bind_serve_replica_to_node_address() -> None:
+    """Makes this Serve replica's inter-deployment gRPC server listen on the node's address only.
+
+    Ray Serve 2.60 binds that server to ``[::]:0`` (every interface) in each replica, with no
+    setting to change it (upstream: ray-project/ray PR 59908 added it, PR 64623 proposes port
+    settings, none a host). Peers reach a replica at its node's address, which on a loopback-only
+    local Ray is 127.0.0.1. Call it first in a deployment's ``__init__``: Serve starts the server
+    right after the constructor returns. There is no public API for this, hence the private one.
+    """
+    import ray
+    from ray.serve._private import replica
+
+    node_address = ray.util.get_node_ip_address()
+    host = f"[{node_address}]" if ":" in node_address else node_address
+    original = getattr(
+        replica.add_port_to_grpc_server, "__wrapped__", replica.add_port_to_grpc_server
+    )
+
+    def add_port(server, address: str):
+        if address.startswith("[::]:"):
+            address = f"{host}:{address.removeprefix('[::]:')}"
+        return original(server, address)
+
+    add_port.__wrapped__ = original
+    replica.add_port_to_grpc_server = add_port
+
+
 def init_ray(address: str = "", *, num_cpus: int | None = None) -> float:
     """Connects to ``address`` or starts a loopback-only local instance; returns start-up seconds.
 
-    Does nothing (and returns 0) when Ray is already initialised in this process.
+    Does nothing (and returns 0) when Ray is already initialised in this process. Every mrag entry
+    point (CLI, jobs, Serve, notebooks) starts Ray through here, so the loopback rule holds for all.
     """
+    address = address or os.environ.get("RAY_ADDRESS", "")  # set for `ray job submit` drivers
+    if not address:
+        loopback_only_ray()  # before `import ray`: Ray reads the setting at import
     import ray
 
     if ray.is_initialized():
         return 0.0
     started = time.perf_counter()
-    address = address or os.environ.get("RAY_ADDRESS", "")  # set for `ray job submit` drivers
     if address:
         # Workers of a remote cluster do not share this process's environment: forward it.
         runtime_env = {"env_vars": forwarded_env()}
@@ -38,9 +88,6 @@ def init_ray(address: str = "", *, num_cpus: int | None = None) -> float:
         # Workers of a local instance inherit this environment. No runtime_env, so the workers
         # Ray prestarts at init can host the model actor (measured: ~1.3 s sooner to the first
         # forward pass, which a job-level env_vars runtime_env would forbid).
-        # Measured on Ray 2.60: without this, a local instance binds the machine's network
-        # address; with it, every Ray process stays on 127.0.0.1.
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         ray.init(
             num_cpus=num_cpus,
             include_dashboard=False,

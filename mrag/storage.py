@@ -54,8 +54,37 @@ def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
             use_listings_cache=False,
         )
         return fs, uri.split("://", 1)[1]
+    if uri.startswith("file://"):
+        # RFC 8089 file URI: percent-decoded to the bytes of the real name (see local_uri).
+        return fsspec.filesystem("file"), local_path(uri)
     fs, path = fsspec.core.url_to_fs(uri)
     return fs, path
+
+
+def local_uri(path: str) -> str:
+    """How a local file is named in mrag's tables: its absolute path, as text.
+
+    A name that is not valid UTF-8 (Linux allows any bytes; Python hands them over as lone
+    surrogates, which Arrow cannot store) becomes a ``file://`` URI with every byte outside the
+    unreserved set percent-encoded. The mapping is reversible (:func:`local_path`) and cannot
+    collide with a plain path, which never starts with ``file://``.
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        from urllib.parse import quote
+
+        return "file://" + quote(os.fsencode(path), safe="/")
+    return path
+
+
+def local_path(uri: str) -> str:
+    """The real path behind a local uri (inverse of :func:`local_uri`; plain paths unchanged)."""
+    if not uri.startswith("file://"):
+        return uri
+    from urllib.parse import unquote_to_bytes
+
+    return os.fsdecode(unquote_to_bytes(uri.removeprefix("file://")))
 
 
 def _region() -> str | None:
@@ -63,7 +92,7 @@ def _region() -> str | None:
 
 
 def _uri(protocol: str, path: str) -> str:
-    return path if protocol == "file" else f"{protocol}://{path}"
+    return local_uri(path) if protocol == "file" else f"{protocol}://{path}"
 
 
 def list_objects(sources: Iterable[str], extensions: Iterable[str]) -> Iterator[ObjectInfo]:

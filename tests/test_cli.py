@@ -1,14 +1,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
 import pytest
 
 from mrag.cli import main
 from tests.media import bad_images, good_images
+from tests.processes import mrag_command, not_on_loopback, user_env, watch_listeners
 
 
 @pytest.fixture
@@ -58,15 +57,18 @@ def test_bad_search_requests_exit_2_with_a_message(tmp_path, capsys) -> None:
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_demo_runs_offline_end_to_end(tmp_path) -> None:
-    env = {**os.environ, "MRAG_PROFILE": ""}
-    out = subprocess.run(
-        [sys.executable, "-m", "mrag.cli", "demo", "--dir", str(tmp_path / "demo")],
-        capture_output=True, text=True, env=env, timeout=300, check=True,
+def test_demo_runs_offline_end_to_end_on_loopback_only(tmp_path) -> None:
+    process = subprocess.Popen(
+        [mrag_command(), "demo", "--dir", str(tmp_path / "demo")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=user_env(),
     )  # fmt: skip
-    lines = out.stdout.splitlines()
-    assert "ingested 24" in out.stdout and "failed 1" in out.stdout
+    listeners = watch_listeners(process, timeout_s=300)
+    stdout, stderr = process.communicate()
+    assert process.returncode == 0, stderr
+    assert listeners and not_on_loopback(listeners) == []
+    lines = stdout.splitlines()
+    assert "ingested 24" in stdout and "failed 1" in stdout
     header = next(line for line in lines if line.startswith("image search"))
     first_hit = lines[lines.index(header) + 1]
     assert first_hit.strip().endswith("red-circle.jpg")
-    assert "RANDOM weights" in out.stdout and "mrag serve" in out.stdout
+    assert "RANDOM weights" in stdout and "mrag serve" in stdout

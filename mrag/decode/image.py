@@ -36,21 +36,20 @@ def decode_image(
     """Decodes one image; every failure is a :class:`DecodeError` with a specific ``error_class``.
 
     Handles EXIF orientation, palette/grayscale/RGBA/CMYK/16-bit modes (alpha is composited on
-    white) and refuses images whose header declares more than ``max_pixels`` pixels.
+    white). The bomb limit applies to the pixels actually decoded: a JPEG is decoded at reduced
+    scale (``Image.draft``, down to 1/8 per side) when the model needs far fewer pixels, so a
+    200-megapixel phone photo costs a few megapixels; other formats are decoded whole and are
+    refused when their header declares more than ``max_pixels`` (see :func:`check_pixel_budget`).
+    ``width_px``/``height_px`` are the picture's own size, not the reduced decode's.
     """
     if not data:
         raise DecodeError("object is empty (0 bytes)", error_class="EmptyObject")
     try:
         with Image.open(io.BytesIO(data)) as img:
-            width, height = img.size
-            if width * height > max_pixels:
-                raise DecodeError(
-                    f"image declares {width}x{height} = {width * height} pixels, over the "
-                    f"max_image_pixels limit of {max_pixels} (possible decompression bomb)",
-                    error_class="DecompressionBombError",
-                )
+            declared = img.size
             if img.format == "JPEG":
                 img.draft("RGB", (max(image_size, thumbnail_px) * 2,) * 2)
+            check_pixel_budget(declared, img.size, len(data), max_pixels)
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 img.load()
@@ -64,10 +63,53 @@ def decode_image(
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         kind = "TruncatedImage" if "truncated" in str(exc).lower() else type(exc).__name__
         raise DecodeError(f"image could not be decoded: {exc}", error_class=kind) from None
+    width_px, height_px = declared
+    if (rgb.width > rgb.height) != (img.size[0] > img.size[1]):  # EXIF turned it by 90°
+        width_px, height_px = height_px, width_px
     pixels = np.asarray(
         ImageOps.fit(rgb, (image_size, image_size), Image.Resampling.BICUBIC), dtype=np.uint8
     )
-    return DecodedImage(pixels, _thumbnail(rgb, thumbnail_px), rgb.width, rgb.height)
+    return DecodedImage(pixels, _thumbnail(rgb, thumbnail_px), width_px, height_px)
+
+
+#: A JPEG that decodes to more pixels per byte than this is a bomb, not a photo: real photos
+#: hold 5-50 pixels per byte (a 9000x9000 camera JPEG of 4 MB: 20), and even a flat colour stays
+#: under ~200 in baseline JPEG; progressive "EOB run" tricks declare gigapixels in a few KB.
+MAX_JPEG_PIXELS_PER_BYTE = 1_000
+
+
+def check_pixel_budget(
+    declared: tuple[int, int], decoded: tuple[int, int], n_bytes: int, max_pixels: int
+) -> None:
+    """Refuses an image whose decode would exceed ``max_pixels`` (``DecompressionBombError``).
+
+    ``decoded`` is the size the decoder will really produce (smaller than ``declared`` only for
+    a JPEG in draft mode). An image within ``max_pixels`` as declared always passes; a larger one
+    passes only when it is decoded at reduced scale within the limit and its declared pixels per
+    byte of input look like a photograph, not a bomb.
+    """
+    declared_px = declared[0] * declared[1]
+    if declared_px <= max_pixels:
+        return
+    decoded_px = decoded[0] * decoded[1]
+    detail = (
+        f"image declares {declared[0]}x{declared[1]} = {declared_px} pixels, over the "
+        f"max_image_pixels limit of {max_pixels}"
+    )
+    if decoded_px == declared_px:
+        reason = "and its format must be decoded whole"
+    elif decoded_px > max_pixels:
+        reason = f"and even at reduced scale it decodes to {decoded_px} pixels"
+    elif declared_px > MAX_JPEG_PIXELS_PER_BYTE * n_bytes:
+        reason = (
+            f"in only {n_bytes} bytes ({declared_px // max(1, n_bytes)} pixels per byte; photos "
+            f"hold under {MAX_JPEG_PIXELS_PER_BYTE})"
+        )
+    else:
+        return
+    raise DecodeError(
+        f"{detail} {reason} (possible decompression bomb)", error_class="DecompressionBombError"
+    )
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:

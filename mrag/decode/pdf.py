@@ -40,6 +40,18 @@ class PdfPage:
     height_pt: float
 
 
+@dataclass(frozen=True)
+class DecodedPdf:
+    """The pages that were decoded, and how many the document has (more when it was cut)."""
+
+    pages: list[PdfPage]
+    total_pages: int
+
+    @property
+    def omitted_pages(self) -> int:
+        return self.total_pages - len(self.pages)
+
+
 def decode_pdf(
     data: bytes,
     *,
@@ -48,22 +60,27 @@ def decode_pdf(
     render_px: int,
     ocr: bool = True,
     ocr_dpi: int = 300,
-) -> list[PdfPage]:
-    """Decodes every page; any failure is a :class:`DecodeError` for the whole document.
+) -> DecodedPdf:
+    """Decodes the first ``max_pages`` pages; any failure is a :class:`DecodeError`.
 
-    Holds every page's render in memory (about 4 MB each at ``render_px=1024``); iterate
+    A longer document is a partial result, not a refusal: its first ``max_pages`` pages are
+    decoded and ``total_pages`` says how many were left out, for the caller to record. Holds
+    every page's render in memory (about 4 MB each at ``render_px=1024``); iterate
     :func:`iter_pdf_pages` instead to hold one page at a time.
     """
-    return list(
-        iter_pdf_pages(
-            data,
-            max_pages=max_pages,
-            max_page_pixels=max_page_pixels,
-            render_px=render_px,
-            ocr=ocr,
-            ocr_dpi=ocr_dpi,
-        )
-    )
+    pages: list[PdfPage] = []
+    total = [0]
+    for page in iter_pdf_pages(
+        data,
+        max_pages=max_pages,
+        max_page_pixels=max_page_pixels,
+        render_px=render_px,
+        ocr=ocr,
+        ocr_dpi=ocr_dpi,
+        page_count=total,
+    ):
+        pages.append(page)
+    return DecodedPdf(pages, total[0])
 
 
 def iter_pdf_pages(
@@ -74,22 +91,25 @@ def iter_pdf_pages(
     render_px: int,
     ocr: bool = True,
     ocr_dpi: int = 300,
+    page_count: list[int] | None = None,
 ) -> Iterator[PdfPage]:
-    """Yields pages one at a time; the document-level checks run before the first page.
+    """Yields the first ``max_pages`` pages one at a time; document checks run before the first.
 
     Args:
         data: the whole PDF.
-        max_pages: a document with more pages is refused (``TooManyPages``).
+        max_pages: pages after this many are not decoded (the document is cut, not refused).
         max_page_pixels: a page whose size at 72 dpi (1 px per point) is over this is refused
             (``PageTooLarge``); the OCR render is also kept under it.
         render_px: the longer side of each page's rendered ``image``, in pixels.
         ocr: OCR pages that have no text layer (needs the ``tesseract`` binary).
         ocr_dpi: the resolution pages are rendered at for OCR.
+        page_count: if given, its first item is set to the document's page count before the
+            first page is yielded.
 
     Raises:
         DecodeError: ``EmptyObject``, ``CorruptPDF``, ``EncryptedPDF`` (a password is needed to
-            open it; permissions-only encryption is fine), ``TooManyPages``, ``PageTooLarge``,
-            ``OCRUnavailable``, ``OCRFailed``, ``OCRTimeout``.
+            open it; permissions-only encryption is fine), ``PageTooLarge``, ``OCRUnavailable``,
+            ``OCRFailed``, ``OCRTimeout``.
     """
     import pypdfium2 as pdfium
 
@@ -109,12 +129,9 @@ def iter_pdf_pages(
         n_pages = len(document)
         if n_pages == 0:
             raise DecodeError("PDF has no pages", error_class="EmptyObject")
-        if n_pages > max_pages:
-            raise DecodeError(
-                f"PDF has {n_pages} pages, over the pdf_max_pages limit of {max_pages}",
-                error_class="TooManyPages",
-            )
-        for index in range(n_pages):
+        if page_count is not None:
+            page_count[0] = n_pages
+        for index in range(min(n_pages, max_pages)):
             page = document[index]
             try:
                 yield _decode_page(page, index + 1, max_page_pixels, render_px, ocr, ocr_dpi)

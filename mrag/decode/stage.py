@@ -64,6 +64,7 @@ def chunk_rows_schema() -> pa.Schema:
             ("fingerprint", pa.string()),
             ("asset_id", pa.string()),
             ("asset_modality", pa.string()),
+            ("asset_status", pa.string()),  # ok, partial (some content left out) or failed
             ("n_chunks", pa.int32()),
             ("chunk_id", pa.string()),
             ("modality", pa.string()),
@@ -143,7 +144,7 @@ class DecodeStage:
         try:
             data = storage.read_bytes(uri, max_bytes=self.ingest.max_object_bytes)
             stage = "decode"
-            chunks = self._decode(kind, data)
+            chunks, left_out = self._decode(kind, data)
             if not chunks:
                 raise DecodeError("no content to index", error_class="EmptyObject")
         except DecodeError as exc:
@@ -151,11 +152,13 @@ class DecodeStage:
         except (OSError, ValueError) as exc:  # unreadable: vanished, permissions, over the size cap
             return [self._error_row(meta, kind, data, stage, type(exc).__name__, str(exc))]
         asset_id = schema.content_id(data)
-        return [
+        status = "partial" if left_out else "ok"
+        rows = [
             {
                 **meta,
                 "asset_id": asset_id,
                 "asset_modality": kind,
+                "asset_status": status,
                 "n_chunks": len(chunks),
                 "chunk_id": schema.chunk_id(asset_id, chunk.pop("locator")),
                 "error_stage": "",
@@ -165,6 +168,10 @@ class DecodeStage:
             }
             for chunk in chunks
         ]
+        if left_out is not None:  # a partial result: what was indexed stays, the rest is an error
+            notice = self._error_row(meta, kind, data, "decode", left_out.error_class, str(left_out))
+            rows.append({**notice, "asset_status": status, "n_chunks": len(chunks)})
+        return rows
 
     def _error_row(
         self, meta: dict, kind: str, data: bytes, stage: str, error_class: str, message: str
@@ -174,6 +181,7 @@ class DecodeStage:
             **meta,
             "asset_id": asset_id,
             "asset_modality": kind,
+            "asset_status": "failed",
             "n_chunks": 0,
             "chunk_id": schema.chunk_id(asset_id, "error"),
             "modality": kind,
@@ -182,14 +190,15 @@ class DecodeStage:
             "error_message": message or error_class,
         }
 
-    def _decode(self, kind: str, data: bytes) -> list[dict[str, Any]]:
+    def _decode(self, kind: str, data: bytes) -> tuple[list[dict[str, Any]], DecodeError | None]:
+        """The object's chunks, and what was left out of them when the result is partial."""
         if kind == "image":
-            return [self._image_row(data)]
+            return [self._image_row(data)], None
         if kind in ("text", "markdown", "html"):
             from mrag.decode.text import decode_text
 
             decoded = decode_text(data, kind=kind)
-            return self._text_rows(decoded.text, page=None, title=decoded.title)
+            return self._text_rows(decoded.text, page=None, title=decoded.title), None
         if kind == "pdf":
             return self._pdf_rows(data)
         raise DecodeError(
@@ -235,12 +244,12 @@ class DecodeStage:
             for c in chunks
         ]
 
-    def _pdf_rows(self, data: bytes) -> list[dict[str, Any]]:
+    def _pdf_rows(self, data: bytes) -> tuple[list[dict[str, Any]], DecodeError | None]:
         from PIL import Image
 
         from mrag.decode.pdf import decode_pdf
 
-        pages = decode_pdf(
+        decoded = decode_pdf(
             data,
             max_pages=self.ingest.pdf_max_pages,
             max_page_pixels=self.ingest.max_image_pixels,
@@ -248,7 +257,7 @@ class DecodeStage:
             ocr=self.ingest.ocr,
         )
         rows: list[dict[str, Any]] = []
-        for page in pages:
+        for page in decoded.pages:
             square = page.image.copy()
             square.thumbnail((self.image_size, self.image_size), Image.Resampling.BICUBIC)
             canvas = Image.new("RGB", (self.image_size, self.image_size), (255, 255, 255))
@@ -269,7 +278,15 @@ class DecodeStage:
             )
             if page.text.strip():
                 rows.extend(self._text_rows(page.text, page=page.page, title=None))
-        return rows
+        left_out = None
+        if decoded.omitted_pages:
+            left_out = DecodeError(
+                f"PDF has {decoded.total_pages} pages, over the pdf_max_pages limit of "
+                f"{self.ingest.pdf_max_pages}: pages 1-{len(decoded.pages)} are indexed, pages "
+                f"{len(decoded.pages) + 1}-{decoded.total_pages} are left out",
+                error_class="TooManyPages",
+            )
+        return rows, left_out
 
 
 def _jpeg(img: Any) -> bytes:

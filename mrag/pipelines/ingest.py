@@ -50,8 +50,9 @@ class IngestSummary:
 
     seen: int = 0
     skipped: int = 0
-    ingested: int = 0
-    failed: dict[str, int] = field(default_factory=dict)
+    ingested: int = 0  # objects with chunks, partial ones included
+    partial: dict[str, int] = field(default_factory=dict)  # error class → objects cut short
+    failed: dict[str, int] = field(default_factory=dict)  # error class → objects with no chunks
     chunks: int = 0
     index: str = ""
     elapsed_s: float = 0.0
@@ -75,9 +76,11 @@ class IngestSummary:
 
     def render(self) -> str:
         failed = ", ".join(f"{k}={v}" for k, v in sorted(self.failed.items())) or "none"
+        partial = ", ".join(f"{k}={v}" for k, v in sorted(self.partial.items()))
+        partial = f" ({sum(self.partial.values())} partial: {partial})" if partial else ""
         return (
-            f"objects seen {self.seen}, ingested {self.ingested}, skipped {self.skipped}, "
-            f"failed {sum(self.failed.values())} ({failed}); {self.chunks} chunks; "
+            f"objects seen {self.seen}, ingested {self.ingested}{partial}, skipped "
+            f"{self.skipped}, failed {sum(self.failed.values())} ({failed}); {self.chunks} chunks; "
             f"{self.objects_per_s:.1f} objects/s, {self.chunks_per_s:.1f} chunks/s over "
             f"{self.elapsed_s:.1f} s (Ray start-up {self.ray_startup_s:.1f} s, not counted)"
         )
@@ -206,14 +209,19 @@ def run_ingest(config: MragConfig, sources: Sequence[str]) -> IngestSummary:
         started += summary.ray_startup_s
         dataset = build_dataset(config, todo)
         writer = LanceWriteStage(config.db_uri)
-        outcome: dict[str, str] = {}  # uri → "" (ok) or error class; rows of one object repeat
+        status: dict[str, str] = {}  # uri → ok, partial or failed
+        error_class: dict[str, str] = {}  # uri → why it failed or was cut short
         for rows in _write_batches(dataset, config.ingest.write_batch_rows):
-            written = writer(rows)
-            errors = written["error_class"].to_pylist()
-            outcome.update(zip(written["uri"].to_pylist(), errors, strict=True))
-            summary.chunks += sum(1 for error_class in errors if not error_class)
-        summary.ingested = sum(1 for error_class in outcome.values() if not error_class)
-        summary.failed = dict(Counter(e for e in outcome.values() if e))
+            written = writer(rows).to_pylist()
+            for row in written:
+                status[row["uri"]] = row["asset_status"]
+                if row["error_class"]:
+                    error_class[row["uri"]] = row["error_class"]
+                else:
+                    summary.chunks += 1
+        summary.ingested = sum(1 for s in status.values() if s != "failed")
+        summary.partial = dict(Counter(error_class[u] for u, s in status.items() if s == "partial"))
+        summary.failed = dict(Counter(error_class[u] for u, s in status.items() if s == "failed"))
     summary.elapsed_s = time.perf_counter() - started
     if todo:
         store.optimize()

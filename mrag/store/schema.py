@@ -42,7 +42,7 @@ def assets_schema() -> pa.Schema:
             pa.field("mtime", pa.float64()),
             pa.field("fingerprint", pa.string()),
             pa.field("modality", pa.string()),
-            pa.field("status", pa.string()),  # "ok" or "failed"
+            pa.field("status", pa.string()),  # "ok", "partial" (see errors) or "failed"
             pa.field("n_chunks", pa.int32()),
             pa.field("ingested_at", pa.timestamp("us", tz="UTC")),
             pa.field("pipeline_version", pa.string()),

@@ -18,7 +18,8 @@ class LanceWriteStage:
     never race.
 
     Takes rows from the decode → embed chain (see ``mrag.decode.stage``) and returns one small
-    summary row per input row (``uri``, ``error_class``) for the caller to count.
+    summary row per input row (``uri``, ``error_class``, ``asset_status``) for the caller to
+    count.
     """
 
     def __init__(self, db_uri: str) -> None:
@@ -57,9 +58,9 @@ class LanceWriteStage:
         self.store.upsert(schema.ERRORS, _conform(errors, schema.errors_schema(), bad.num_rows))
 
         # One asset row per object; an object's chunk rows may span write batches, and
-        # merge_insert on uri makes the repeats harmless.
+        # merge_insert on uri makes the repeats harmless (every row carries the asset's status).
         first_rows = _first_row_per_uri(rows)
-        status = pc.if_else(pc.equal(first_rows["error_class"], ""), "ok", "failed")
+        status = first_rows["asset_status"]
         assets = {name: first_rows[name] for name in ("asset_id", "uri", "size", "etag", "mtime",
                                                        "fingerprint", "n_chunks")}  # fmt: skip
         assets["modality"] = first_rows["asset_modality"]
@@ -69,7 +70,13 @@ class LanceWriteStage:
         self.store.upsert(
             schema.ASSETS, _conform(assets, schema.assets_schema(), first_rows.num_rows)
         )
-        return pa.table({"uri": rows["uri"], "error_class": rows["error_class"]})
+        return pa.table(
+            {
+                "uri": rows["uri"],
+                "error_class": rows["error_class"],
+                "asset_status": rows["asset_status"],
+            }
+        )
 
     def _schema(self, name: str) -> pa.Schema:
         return self.store.open(name).schema
