@@ -69,7 +69,7 @@ def decode_image(
     pixels = np.asarray(
         ImageOps.fit(rgb, (image_size, image_size), Image.Resampling.BICUBIC), dtype=np.uint8
     )
-    return DecodedImage(pixels, _thumbnail(rgb, thumbnail_px), width_px, height_px)
+    return DecodedImage(pixels, thumbnail_jpeg(rgb, thumbnail_px), width_px, height_px)
 
 
 #: A JPEG that decodes to more pixels per byte than this is a bomb, not a photo: real photos
@@ -126,8 +126,9 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB") if img.mode != "RGB" else img
 
 
-def _thumbnail(rgb: Image.Image, thumbnail_px: int) -> bytes:
-    thumb = rgb.copy()
+def thumbnail_jpeg(rgb: Image.Image, thumbnail_px: int) -> bytes:
+    """The small JPEG stored for display (longer side ``thumbnail_px``), for every modality."""
+    thumb = rgb.convert("RGB") if rgb.mode != "RGB" else rgb.copy()
     thumb.thumbnail((thumbnail_px, thumbnail_px), Image.Resampling.BILINEAR)
     out = io.BytesIO()
     thumb.save(out, format="JPEG", quality=80)

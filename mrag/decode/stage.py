@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from mrag import storage
-from mrag.decode.image import decode_image
+from mrag.decode.image import decode_image, thumbnail_jpeg
 from mrag.errors import DecodeError
 from mrag.store import schema
 
@@ -169,7 +169,9 @@ class DecodeStage:
             for chunk in chunks
         ]
         if left_out is not None:  # a partial result: what was indexed stays, the rest is an error
-            notice = self._error_row(meta, kind, data, "decode", left_out.error_class, str(left_out))
+            notice = self._error_row(
+                meta, kind, data, "decode", left_out.error_class, str(left_out)
+            )
             rows.append({**notice, "asset_status": status, "n_chunks": len(chunks)})
         return rows
 
@@ -263,15 +265,13 @@ class DecodeStage:
             canvas = Image.new("RGB", (self.image_size, self.image_size), (255, 255, 255))
             canvas.paste(square, ((self.image_size - square.width) // 2,
                                   (self.image_size - square.height) // 2))  # fmt: skip
-            thumb = page.image.copy()
-            thumb.thumbnail((self.ingest.thumbnail_px,) * 2)
             rows.append(
                 {
                     "locator": f"page={page.page}",
                     "modality": "pdf_page",
                     "page": page.page,
                     "pixels": canvas.tobytes(),
-                    "thumbnail": _jpeg(thumb),
+                    "thumbnail": thumbnail_jpeg(page.image, self.ingest.thumbnail_px),
                     "width_px": page.image.width,
                     "height_px": page.image.height,
                 }
@@ -287,14 +287,6 @@ class DecodeStage:
                 error_class="TooManyPages",
             )
         return rows, left_out
-
-
-def _jpeg(img: Any) -> bytes:
-    import io
-
-    out = io.BytesIO()
-    img.convert("RGB").save(out, format="JPEG", quality=80)
-    return out.getvalue()
 
 
 def _scalar(value: Any) -> Any:
