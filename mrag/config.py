@@ -50,8 +50,28 @@ Profile = Literal[tuple(PROFILES)]  # the keys of PROFILES, so a new profile nee
 Dtype = Literal["auto", "fp32", "fp16", "bf16"]
 DTYPES: tuple[str, ...] = typing.get_args(Dtype)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
-DOCUMENT_EXTENSIONS = (".txt", ".text", ".md", ".markdown", ".html", ".htm", ".pdf")
+#: The one table of what a file extension means (matched case-insensitively). An extension a
+#: user adds to ``ingest.extensions`` that is not listed here is read as an image (Pillow decides).
+EXTENSION_KINDS: dict[str, str] = {
+    **dict.fromkeys((".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"), "image"),
+    **dict.fromkeys((".txt", ".text"), "text"),
+    **dict.fromkeys((".md", ".markdown"), "markdown"),
+    **dict.fromkeys((".html", ".htm"), "html"),
+    ".pdf": "pdf",
+}
+IMAGE_EXTENSIONS = tuple(e for e, kind in EXTENSION_KINDS.items() if kind == "image")
+DOCUMENT_EXTENSIONS = tuple(e for e, kind in EXTENSION_KINDS.items() if kind != "image")
+
+
+def object_kind(uri: str, extensions: tuple[str, ...]) -> str | None:
+    """``image``, ``text``, ``markdown``, ``html`` or ``pdf`` by the uri's extension, any case;
+    ``None`` for extensions the job was not asked to ingest (``extensions``, lowercase)."""
+    name = uri.rsplit("/", 1)[-1].lower()
+    suffix = name[name.rfind(".") :] if "." in name else ""
+    if suffix not in extensions:
+        return None
+    return EXTENSION_KINDS.get(suffix, "image")
+
 
 #: Ray accounts resources in units of 1/10,000; a smaller non-zero request is an error there.
 _RAY_RESOURCE_UNIT = 0.0001

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from mrag.decode.text import clean_text
 from mrag.errors import DecodeError
 
 if TYPE_CHECKING:
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from PIL import Image
 
 _OCR_TIMEOUT_S = 120
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
 
 
 @dataclass(frozen=True)
@@ -160,7 +159,7 @@ def _decode_page(
     textpage = page.get_textpage()
     try:
         # Bounded (to the page box) rather than get_text_range: full Unicode, not UCS-2 only.
-        text = _clean(textpage.get_text_bounded())
+        text = clean_text(textpage.get_text_bounded())
     finally:
         textpage.close()
     image = page.render(scale=render_px / max(width_pt, height_pt)).to_pil().convert("RGB")
@@ -168,16 +167,9 @@ def _decode_page(
     if not text and ocr:
         scale = min(ocr_dpi / 72, math.sqrt(max_page_pixels / (width_pt * height_pt)))
         scan = page.render(scale=scale, grayscale=True).to_pil()
-        text = _clean(ocr_image(scan))
+        text = clean_text(ocr_image(scan))
         source = "ocr" if text else "none"
     return PdfPage(number, text, source, image, width_pt, height_pt)
-
-
-def _clean(text: str) -> str:
-    """pdfium's CRLF line ends and control marks out; spaces collapsed; "" if only blanks."""
-    text = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
-    lines = [" ".join(line.split()) for line in text.split("\n")]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
 def ocr_image(image: Image.Image, *, lang: str = "eng") -> str:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from mrag import storage
+from mrag.config import object_kind
 from mrag.decode.image import decode_image, thumbnail_jpeg
 from mrag.errors import DecodeError
 from mrag.store import schema
@@ -29,28 +30,6 @@ if TYPE_CHECKING:
 
     from mrag.config import IngestConfig
     from mrag.models import ModelSpec
-
-_KIND_BY_EXTENSION = {
-    ".txt": "text",
-    ".text": "text",
-    ".md": "markdown",
-    ".markdown": "markdown",
-    ".html": "html",
-    ".htm": "html",
-    ".pdf": "pdf",
-}
-
-
-def object_kind(uri: str, extensions: tuple[str, ...]) -> str | None:
-    """``text``, ``markdown``, ``html``, ``pdf``, else ``image`` for other configured extensions.
-
-    Matching is case-insensitive; ``None`` for extensions the job was not asked to ingest.
-    """
-    lower = uri.lower()
-    suffix = lower[lower.rfind(".") :] if "." in lower.rsplit("/", 1)[-1] else ""
-    if suffix in _KIND_BY_EXTENSION:
-        return _KIND_BY_EXTENSION[suffix]
-    return "image" if suffix in extensions else None
 
 
 def chunk_rows_schema() -> pa.Schema:

@@ -30,6 +30,8 @@ _BOMS = (
 # Control characters that do not occur in text (tab, newlines, form feed and ESC are allowed:
 # ESC starts the colour codes of terminal logs, which are stripped from the output).
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")
+# What clean_text removes: those, plus form feeds (PDF page breaks) and Unicode non-characters.
+_STRIPPED = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
 _ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 _SAMPLE_BYTES = 8192
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
@@ -46,27 +48,12 @@ _CP1252_LETTERS = bytes(
 _CP1252_MARKS = bytes(
     b for b in range(0x80, 0x100) if bytes([b]).decode("cp1252", "replace") in _LATIN_PUNCTUATION
 )
-_EXTENSION_KINDS = {
-    ".txt": "text",
-    ".text": "text",
-    ".md": "markdown",
-    ".markdown": "markdown",
-    ".html": "html",
-    ".htm": "html",
-}
 
 
 @dataclass(frozen=True)
 class DecodedText:
     text: str  # single spaces, "\n" line breaks, "\n\n" paragraph breaks; never blank
     title: str | None = None
-
-
-def kind_for_extension(extension: str) -> str | None:
-    """``.TXT`` → ``text``, ``.md`` → ``markdown``, ``.htm`` → ``html`` (with or without the dot,
-    any case); anything else → ``None``."""
-    extension = extension.lower()
-    return _EXTENSION_KINDS.get(extension if extension.startswith(".") else f".{extension}")
 
 
 def decode_text(data: bytes, *, kind: str) -> DecodedText:
@@ -84,9 +71,9 @@ def decode_text(data: bytes, *, kind: str) -> DecodedText:
         decoded = _html_to_text(raw)
     elif kind == "markdown":
         body, title = _markdown_to_text(raw)
-        decoded = DecodedText(_normalise(body), title)
+        decoded = DecodedText(clean_text(body), title)
     else:
-        decoded = DecodedText(_normalise(raw))
+        decoded = DecodedText(clean_text(raw))
     if not decoded.text:
         raise DecodeError("document has no visible text", error_class="EmptyObject")
     return decoded
@@ -195,12 +182,14 @@ def _check_textual(text: str) -> str:
     return text
 
 
-def _normalise(text: str) -> str:
-    """Collapses runs of spaces, keeps single newlines and paragraph breaks (blank lines)."""
+def clean_text(text: str) -> str:
+    """The one text clean-up for every source (documents, PDF text layers, OCR, later
+    transcripts): NFC, no control or non-characters, runs of spaces collapsed, single newlines
+    and paragraph breaks (one blank line) kept; "" when only blanks remain."""
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\ufeff", "")
     if "\x1b" in text:
         text = _ANSI_ESCAPE.sub("", text)
-    text = _CONTROL.sub("", unicodedata.normalize("NFC", text))
+    text = _STRIPPED.sub("", unicodedata.normalize("NFC", text))
     lines: list[str] = []
     for line in text.split("\n"):  # str methods, not regexes: several times faster on big files
         line = " ".join(line.split())  # every Unicode space, tab or NBSP run → one space
@@ -410,4 +399,4 @@ def _html_to_text(html: str) -> DecodedText:
     parser.feed(html)
     parser.close()
     title = " ".join("".join(parser.title_parts).split()) or None
-    return DecodedText(_normalise("".join(parser.parts)), title)
+    return DecodedText(clean_text("".join(parser.parts)), title)

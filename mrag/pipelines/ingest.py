@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mrag import storage
-from mrag.config import add_config_arguments, config_from_args
-from mrag.decode.stage import DecodeStage, object_kind
+from mrag.config import add_config_arguments, config_from_args, object_kind
+from mrag.decode.stage import DecodeStage
 from mrag.embed.stage import EmbedStage
 from mrag.models import get_model_spec, resolve_weights
 from mrag.pipelines.command import run_command

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mrag.config import IngestConfig
+from mrag.config import IngestConfig, object_kind
 from mrag.decode.image import decode_image
-from mrag.decode.stage import DecodeStage, object_kind
+from mrag.decode.stage import DecodeStage
 from mrag.errors import DecodeError
 from tests.media import bad_images, encode, good_images, pattern
 
@@ -92,3 +92,40 @@ def test_object_kind_is_by_case_insensitive_extension() -> None:
     assert object_kind("/a/notes.Md", exts) == "markdown"
     assert object_kind("/a/page.htm", exts) == "html"
     assert object_kind("/a.dir/noext", exts) is None
+    assert object_kind("/a/b.docx", exts) is None  # not asked for
+    assert object_kind("/a/scan.heic", (".heic",)) == "image"  # a user-added image format
+    assert object_kind("/a/notes.txt", (".jpg",)) is None  # listed kinds obey the job's list too
+
+
+def _jpeg_declaring(width: int, height: int) -> bytes:
+    """A small real JPEG whose frame header is rewritten to declare width×height pixels."""
+    data = bytearray(encode(pattern(3, (64, 64)), "JPEG", quality=80))
+    sof = data.index(b"\xff\xc0")  # baseline frame header: length, precision, height, width
+    data[sof + 5 : sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+def test_a_camera_sized_jpeg_decodes_at_reduced_scale_within_the_limit() -> None:
+    photo = pattern(5, (90, 90)).resize((9000, 9000), Image.Resampling.BILINEAR)
+    decoded = decode_image(
+        encode(photo, "JPEG", quality=90), **{**LIMITS, "max_pixels": 64_000_000}
+    )
+    assert (decoded.width_px, decoded.height_px) == (9000, 9000)  # the picture's own size
+    assert decoded.pixels.shape == (64, 64, 3)
+
+
+def test_a_jpeg_declaring_gigapixels_in_a_few_bytes_is_still_a_bomb() -> None:
+    # 60000² declared: at 1/8 scale it would decode to 56 MP (under 64 MP), but 3.6 GP in ~1 KB
+    # is no photograph.
+    bomb = _jpeg_declaring(60_000, 60_000)
+    with pytest.raises(DecodeError, match="pixels per byte") as info:
+        decode_image(bomb, **{**LIMITS, "max_pixels": 64_000_000})
+    assert info.value.error_class == "DecompressionBombError"
+    with pytest.raises(DecodeError, match="even at reduced scale"):
+        decode_image(_jpeg_declaring(65_000, 65_000), **{**LIMITS, "max_pixels": 60_000_000})
+
+
+def test_formats_decoded_whole_keep_the_strict_header_limit() -> None:
+    data = encode(pattern(1, (300, 300)), "PNG")
+    with pytest.raises(DecodeError, match="decoded whole"):
+        decode_image(data, **{**LIMITS, "max_pixels": 80_000})

@@ -75,7 +75,7 @@ def test_ocr_can_be_switched_off() -> None:
 def test_missing_tesseract_is_a_clear_error_only_when_ocr_is_needed(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(DecodeError, match="apt-get install tesseract-ocr") as info:
-        decode_pdf(scanned_pdf(["QUARTERLY"]), **LIMITS).pages
+        decode_pdf(scanned_pdf(["QUARTERLY"]), **LIMITS)
     assert info.value.error_class == "OCRUnavailable"
     assert decode_pdf(text_pdf(["Typed text."]), **LIMITS).pages[0].text == "Typed text."
     assert (
@@ -86,7 +86,7 @@ def test_missing_tesseract_is_a_clear_error_only_when_ocr_is_needed(monkeypatch,
 def test_a_password_to_open_is_encrypted_pdf_but_an_owner_password_alone_is_fine() -> None:
     locked = text_pdf(["Secret minutes."], user_password="hunter2")
     with pytest.raises(DecodeError) as info:
-        decode_pdf(locked, **LIMITS).pages
+        decode_pdf(locked, **LIMITS)
     assert info.value.error_class == "EncryptedPDF"
     # the file is really encrypted, not broken: the password opens it
     document = pdfium.PdfDocument(locked, password="hunter2")

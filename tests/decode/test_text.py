@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from mrag.decode.text import decode_text, kind_for_extension
+from mrag.decode.text import decode_text
 from mrag.errors import DecodeError
 
 # Accent-light English: charset_normalizer on its own reads this cp1252 text as cp1250 ("naďve").
@@ -159,15 +159,6 @@ def test_html_with_only_markup_is_empty() -> None:
     with pytest.raises(DecodeError) as info:
         decode_text(b"<html><head><script>x()</script></head><body> </body></html>", kind="html")
     assert info.value.error_class == "EmptyObject"
-
-
-def test_extension_kinds_are_case_insensitive() -> None:
-    assert kind_for_extension(".TXT") == "text"
-    assert kind_for_extension(".Markdown") == "markdown"
-    assert kind_for_extension(".HTM") == "html"
-    assert kind_for_extension("md") == "markdown"
-    assert kind_for_extension(".pdf") is None
-    assert kind_for_extension("") is None
 
 
 def test_unknown_kind_is_a_caller_bug() -> None:
