@@ -222,7 +222,7 @@ class IngestConfig(_ConfigModel):
 
 
 class IndexConfig(_ConfigModel):
-    """When and how to index ``chunks`` (see DESIGN.md "Indices" for the measurements).
+    """When and how to index ``chunks`` (docs/architecture.md: "Where the measured settings…").
 
     Exact search is used below ``vector_min_rows``: at that size a flat scan is fast and exact.
     After each build, recall@10 against exact search is measured on ``recall_sample`` queries.

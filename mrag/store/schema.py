@@ -1,4 +1,4 @@
-"""Table schemas and deterministic ids (see DESIGN.md "Data model").
+"""Table schemas and deterministic ids (see docs/architecture.md, "Data model").
 
 Ids are content- and locator-derived, so a re-run computes the same keys and ``merge_insert``
 turns repeated work into no-ops instead of duplicate rows.
