@@ -7,6 +7,7 @@ same settings reach s3fs here and LanceDB through :func:`lance_storage_options`.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -162,3 +163,17 @@ def lance_storage_options(uri: str) -> dict[str, str]:
     if _region():
         options["aws_region"] = _region()
     return options
+
+
+# Ids of objects and their parts: derived from content and locator, so a re-run computes the
+# same keys and a keyed write turns repeated work into a no-op.
+
+
+def content_id(data: bytes) -> str:
+    """``asset_id``: hex SHA-256 of the object's bytes (first 32 hex digits)."""
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def chunk_id(asset_id: str, locator: str) -> str:
+    """``chunk_id``: stable for an asset and a locator such as ``image`` or ``page=3``."""
+    return hashlib.sha256(f"{asset_id}|{locator}".encode()).hexdigest()[:32]

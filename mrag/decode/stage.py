@@ -23,7 +23,6 @@ from mrag import storage
 from mrag.config import object_kind
 from mrag.decode.image import decode_image, thumbnail_jpeg
 from mrag.errors import DecodeError
-from mrag.store import schema
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -130,7 +129,7 @@ class DecodeStage:
             return [self._error_row(meta, kind, data, stage, exc.error_class, str(exc))]
         except (OSError, ValueError) as exc:  # unreadable: vanished, permissions, over the size cap
             return [self._error_row(meta, kind, data, stage, type(exc).__name__, str(exc))]
-        asset_id = schema.content_id(data)
+        asset_id = storage.content_id(data)
         status = "partial" if left_out else "ok"
         rows = [
             {
@@ -139,7 +138,7 @@ class DecodeStage:
                 "asset_modality": kind,
                 "asset_status": status,
                 "n_chunks": len(chunks),
-                "chunk_id": schema.chunk_id(asset_id, chunk.pop("locator")),
+                "chunk_id": storage.chunk_id(asset_id, chunk.pop("locator")),
                 "error_stage": "",
                 "error_class": "",
                 "error_message": "",
@@ -157,14 +156,14 @@ class DecodeStage:
     def _error_row(
         self, meta: dict, kind: str, data: bytes, stage: str, error_class: str, message: str
     ) -> dict[str, Any]:
-        asset_id = schema.content_id(data or f"{meta['uri']}|{meta['fingerprint']}".encode())
+        asset_id = storage.content_id(data or f"{meta['uri']}|{meta['fingerprint']}".encode())
         return {
             **meta,
             "asset_id": asset_id,
             "asset_modality": kind,
             "asset_status": "failed",
             "n_chunks": 0,
-            "chunk_id": schema.chunk_id(asset_id, "error"),
+            "chunk_id": storage.chunk_id(asset_id, "error"),
             "modality": kind,
             "error_stage": stage,
             "error_class": error_class,

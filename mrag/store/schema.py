@@ -1,7 +1,8 @@
 """Table schemas and deterministic ids (see docs/architecture.md, "Data model").
 
-Ids are content- and locator-derived, so a re-run computes the same keys and ``merge_insert``
-turns repeated work into no-ops instead of duplicate rows.
+Ids are content- and locator-derived (``asset_id``/``chunk_id`` from :mod:`mrag.storage`, where
+the decode stage can reach them without importing the store), so a re-run computes the same
+keys and ``merge_insert`` turns repeated work into no-ops instead of duplicate rows.
 """
 
 from __future__ import annotations
@@ -15,16 +16,6 @@ PIPELINE_VERSION = "1"
 ASSETS = "assets"
 CHUNKS = "chunks"
 ERRORS = "errors"
-
-
-def content_id(data: bytes) -> str:
-    """``asset_id``: hex SHA-256 of the object's bytes (first 32 hex digits)."""
-    return hashlib.sha256(data).hexdigest()[:32]
-
-
-def chunk_id(asset_id: str, locator: str) -> str:
-    """``chunk_id``: stable for an asset and a locator such as ``image`` or ``page=3``."""
-    return hashlib.sha256(f"{asset_id}|{locator}".encode()).hexdigest()[:32]
 
 
 def error_id(uri: str, fingerprint: str, stage: str) -> str:
