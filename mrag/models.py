@@ -46,9 +46,11 @@ class ModelSpec:
         package: importable package that ships the weights in its ``model/`` folder.
         random_init: build with seeded random weights; never implied, only declared.
         model_cfg: open_clip model config for architectures open_clip does not list.
-        query_prefix: prepended to queries (E5/BGE style text models).
-        passage_prefix: prepended to passages.
-        pooling: how token states become one vector (``mean`` or ``cls``).
+        query_prefix: prepended to queries (E5/BGE style text models) when the checkpoint's
+            ``config_sentence_transformers.json`` declares no query prompt. Pooling and
+            normalisation are never spec fields: they come from the checkpoint's
+            sentence-transformers files (mean pooling + L2 norm for a plain transformers one).
+        passage_prefix: prepended to passages, likewise when the checkpoint declares none.
     """
 
     name: str
@@ -64,7 +66,6 @@ class ModelSpec:
     model_cfg: dict[str, Any] | None = field(default=None, hash=False, compare=False)
     query_prefix: str = ""
     passage_prefix: str = ""
-    pooling: str = "mean"  # text encoders: "mean" over tokens or the "cls" token
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -139,7 +140,6 @@ register_model(
         embed_dim=384,
         hub_id="BAAI/bge-small-en-v1.5",
         query_prefix="Represent this sentence for searching relevant passages: ",
-        pooling="cls",
     )
 )
 register_model(
