@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
-import ipaddress
+import json
 import os
+import subprocess
+import time
+import urllib.request
 
 import psutil
 import pytest
+
+from tests.media import good_images
+from tests.processes import (
+    is_loopback,
+    mrag_command,
+    not_on_loopback,
+    stop_tree,
+    tcp_listeners,
+    user_env,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -15,7 +28,7 @@ def test_every_ray_process_listens_on_loopback_only(ray_local) -> None:
     ray_processes = psutil.Process().children(recursive=True)
     listening = [conn.laddr.ip for process in ray_processes for conn in _tcp_listeners(process)]
     assert listening, "Ray started no listening sockets?"
-    assert all(_is_loopback(ip) for ip in listening), listening
+    assert all(is_loopback(ip) for ip in listening), listening
     assert {node["NodeManagerAddress"] for node in ray_local.nodes()} == {"127.0.0.1"}
 
 
@@ -37,13 +50,65 @@ def test_workers_inherit_the_drivers_environment(ray_local) -> None:
     assert ray_local.get(worker_env.remote()) == expected
 
 
-def _is_loopback(ip: str) -> bool:
-    address = ipaddress.ip_address(ip)
-    return (getattr(address, "ipv4_mapped", None) or address).is_loopback
-
-
 def _tcp_listeners(process: psutil.Process) -> list:
     try:
         return [c for c in process.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN]
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return []
+
+
+@pytest.mark.slow
+def test_mrag_serve_listens_on_loopback_only(ray_local, tmp_path) -> None:
+    """`mrag serve` as a user starts it: its Ray, Serve's proxy and every worker on loopback."""
+    from mrag.config import load_config
+    from mrag.pipelines.ingest import run_ingest
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for rel, data in list(good_images().items())[:2]:
+        (corpus / os.path.basename(rel)).write_bytes(data)
+    db = str(tmp_path / "db")
+    run_ingest(load_config(profile="offline", overrides={"db_uri": db}), [str(corpus)])
+
+    port = _free_port()
+    process = subprocess.Popen(
+        [mrag_command(), "serve", "--db", db, "--profile", "offline", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=user_env(),
+    )  # fmt: skip
+    try:
+        _wait_healthy(process, f"http://127.0.0.1:{port}/healthz", timeout_s=180)
+        listeners = tcp_listeners(process.pid)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/search",
+            data=json.dumps({"query": "a photo", "k": 1}).encode(),
+            headers={"content-type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            assert len(json.load(response)["hits"]) == 1
+    finally:
+        stop_tree(process)
+    assert any(port == p for _, _, p in listeners), listeners  # the HTTP proxy was seen
+    assert not_on_loopback(listeners) == []
+
+
+def _wait_healthy(process: subprocess.Popen, url: str, *, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"mrag serve exited: {process.stderr.read()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{url} not healthy after {timeout_s} s")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

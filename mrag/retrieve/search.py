@@ -8,17 +8,34 @@ from __future__ import annotations
 
 import base64
 from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    WrapValidator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from mrag.errors import MragError
 from mrag.store import schema
 
 if TYPE_CHECKING:
     import numpy as np
+    from pydantic import ValidatorFunctionWrapHandler
 
     from mrag.store.lance import Store
 
-MODALITIES = ("image", "text", "pdf_page", "video_frame", "video_segment", "audio_segment")
+Modality = Literal["image", "text", "pdf_page", "video_frame", "video_segment", "audio_segment"]
+MODALITIES: tuple[str, ...] = get_args(Modality)
+SearchMode = Literal["vector", "fts", "hybrid"]
+MODES: tuple[str, ...] = get_args(SearchMode)
 
 _HIT_COLUMNS = [
     "chunk_id", "asset_id", "uri", "modality", "page", "start_s", "end_s",
@@ -55,40 +72,106 @@ class Hit:
         return out
 
 
-@dataclass(frozen=True)
-class SearchFilters:
-    """Restricts a search; every field left ``None`` means no restriction."""
+# ------------------------------------------------------------------------------------------------
+# Request validation, shared by the CLI, notebooks and the HTTP API (mrag.query.SearchRequest is
+# the body of POST /v1/search): pydantic models whose errors read as one sentence naming the field.
 
-    modality: tuple[str, ...] | None = None
-    uri_prefix: str | None = None
-    page: int | None = None
+#: The pydantic error type of our own messages (complete sentences that name the field).
+INVALID = "mrag_invalid"
+_MAX_SHOWN_CHARS = 40
+
+
+def invalid(message: str) -> PydanticCustomError:
+    """An error to raise inside a validator; ``message`` is shown to the user as it is.
+
+    No context is passed, so pydantic leaves braces in ``message`` alone.
+    """
+    return PydanticCustomError(INVALID, message)
+
+
+def explain(message: str) -> WrapValidator:
+    """Replaces pydantic's words for a field's error with ``message`` plus the value given.
+
+    The field keeps its declared type and constraints, so its JSON schema stays exact; only the
+    error changes, from ``Input should be a valid integer`` to ``k must be an integer from 1 to
+    100, got '3'``.
+    """
+
+    def validate(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            shown = repr(value)
+            if len(shown) > _MAX_SHOWN_CHARS:
+                shown = shown[: _MAX_SHOWN_CHARS - 3] + "..."
+            raise invalid(f"{message}, got {shown}") from None
+
+    return WrapValidator(validate)
+
+
+def error_message(exc: ValidationError) -> str:
+    """The first problem of a failed validation as one sentence that names the field."""
+    return describe_error(exc.errors(include_url=False)[0])
+
+
+def describe_error(error: Any) -> str:
+    """One pydantic error (an ``ErrorDetails`` dict) → ``<field>: <what is wrong>``.
+
+    Our own errors (:func:`invalid`, :func:`explain`) already name the field; pydantic's get the
+    dotted field path in front (``filters.modality[0]: Input should be 'image', ...``).
+    """
+    if error["type"] == INVALID:
+        return error["msg"]
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
+    return f"{where.lstrip('.')}: {error['msg']}" if where else error["msg"]
+
+
+def _one_or_many(value: Any) -> Any:
+    return (value,) if isinstance(value, str) else value
+
+
+class SearchFilters(BaseModel):
+    """Restricts a search; a field left out (or null) means no restriction on it."""
+
+    # A pydantic model (its docstring is the API schema's description) so the HTTP API publishes
+    # it and the CLI, notebooks and the API reject the same filters with the same words.
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    modality: Annotated[
+        tuple[Modality, ...] | None,
+        BeforeValidator(_one_or_many, json_schema_input_type=Modality | list[Modality] | None),
+        explain(f"filters.modality must be one of {', '.join(MODALITIES)} or a list of them"),
+    ] = Field(None, description="Only chunks of this modality (or of any of these).")
+    uri_prefix: Annotated[StrictStr | None, explain("filters.uri_prefix must be a string")] = Field(
+        None, description="Only chunks whose asset URI starts with this."
+    )
+    page: Annotated[
+        StrictInt | None, Field(ge=1), explain("filters.page must be a page number >= 1")
+    ] = Field(None, description="Only chunks of this page (PDF pages count from 1).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _an_object_of_known_keys(cls, data: Any) -> Any:
+        if data is None:
+            return {}
+        if isinstance(data, cls):
+            return data
+        if not isinstance(data, dict):
+            raise invalid('filters must be an object like {"modality": "image"}')
+        unknown = sorted(set(data) - set(cls.model_fields), key=str)
+        if unknown:
+            raise invalid(
+                f"filters: unknown key {unknown[0]!r}; allowed: {', '.join(cls.model_fields)}"
+            )
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> SearchFilters:
-        """Validates user-supplied filters (JSON or CLI), naming the offending key."""
-        if not data:
-            return cls()
-        if not isinstance(data, dict):
-            raise MragError("filters: must be an object")
-        unknown = set(data) - {"modality", "uri_prefix", "page"}
-        if unknown:
-            raise MragError(
-                f"filters: unknown key {sorted(unknown)[0]!r}; allowed: modality, uri_prefix, page"
-            )
-        page = data.get("page")
-        if page is not None and (isinstance(page, bool) or not isinstance(page, int) or page < 1):
-            raise MragError("filters.page: must be a page number >= 1")
-        modality = data.get("modality")
-        if isinstance(modality, str):
-            modality = [modality]
-        if modality is not None:
-            if not isinstance(modality, list) or not all(m in MODALITIES for m in modality):
-                raise MragError(f"filters.modality: each must be one of {', '.join(MODALITIES)}")
-            modality = tuple(modality)
-        prefix = data.get("uri_prefix")
-        if prefix is not None and not isinstance(prefix, str):
-            raise MragError("filters.uri_prefix: must be a string")
-        return cls(modality=modality, uri_prefix=prefix, page=page)
+        """Validates user-supplied filters (JSON or CLI); a :class:`MragError` names the key."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise MragError(error_message(exc)) from None
 
     def to_where(self) -> str | None:
         """A LanceDB (DataFusion SQL) predicate with values quoted safely, or ``None``."""
@@ -104,7 +187,6 @@ class SearchFilters:
         return " AND ".join(clauses) or None
 
 
-MODES = ("vector", "fts", "hybrid")
 RRF_K = 60
 
 # Query settings per vector index type, from the recall measurements in DESIGN.md.

@@ -1,0 +1,33 @@
+"""The search API on Ray Serve: FastAPI ingress → batched query encoders → LanceDB retriever.
+
+Modules (importing this package imports none of them, nor Ray):
+
+- :mod:`mrag.serve.api`: the pydantic request model (the in-process search's own,
+  :class:`mrag.query.SearchRequest`) and response models; no Ray, no FastAPI.
+- :mod:`mrag.serve.encoder`: the ``QueryEncoder`` deployment (CLIP and the text model, batched).
+- :mod:`mrag.serve.ingress`: the FastAPI app, its request gate and errors, and the
+  ``SearchIngress`` deployment.
+- :mod:`mrag.serve.builder`: binds them into an application (``build_app``, ``app_builder``).
+- :mod:`mrag.serve.runner`: ``run_server``, what ``mrag serve`` runs.
+- :mod:`mrag.serve.app`: the entry points (``serve run mrag.serve.app:app``).
+
+HTTP API (JSON in and out; the schema is served at ``/openapi.json`` and ``/docs``):
+
+- ``GET /healthz`` → ``{"status": "ok", ...}``; never needs a token (load-balancer probes).
+- ``POST /v1/search`` with ``{"query": "a red car"}`` or ``{"image": "<base64 image bytes>"}``
+  plus optional ``"k"`` (default 10, at most ``serve.max_k``), ``"mode"`` (``vector``, ``fts`` or
+  ``hybrid``, the default: every embedding space plus full-text, fused by RRF), ``"filters"``
+  (``{"modality": "image" | [...], "uri_prefix": "s3://bucket/photos/", "page": 2}``) and
+  ``"include_thumbnail"`` → ``{"hits": [{"chunk_id", "asset_id", "uri", "modality", "score",
+  ...}], "took_ms": 12.3}``, hits best first.
+
+When a token is configured (``MRAG_API_TOKEN`` in the environment of the process that builds the
+application), every ``/v1/`` call needs ``Authorization: Bearer <token>``.
+
+Errors are always ``{"error": "<what is wrong and how to fix it>"}``: 401 for a missing or wrong
+token, 413 for a body over ``serve.max_body_bytes``, 400 for every other problem with a request
+(malformed JSON, not an object, unknown field, neither or both of query and image, ``k`` out of
+range or not an integer, an unknown mode or ``fts`` with an image, bad filters, invalid base64,
+bytes that are not an image), 409 when the database has no full-text index yet, 404 and 405 for
+unknown routes and methods, and 500 for anything unexpected. 422 is never used.
+"""

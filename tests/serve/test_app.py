@@ -237,6 +237,7 @@ _NOT_AN_IMAGE = _b64(b"%PDF-1.4 definitely not pixels" * 10)
         (b"\xff\xfe\x00garbage", 400, "not valid JSON"),
         (b"[" * 100_000, 400, "not valid JSON"),
         (b'["a photo"]', 400, "JSON object"),
+        (b"", 400, "request body is empty"),
         ({"query": "x", "limit": 3}, 400, "unknown field 'limit'"),
         ({}, 400, "exactly one"),
         ({"k": 3}, 400, "exactly one"),
@@ -248,6 +249,7 @@ _NOT_AN_IMAGE = _b64(b"%PDF-1.4 definitely not pixels" * 10)
         ({"query": "x", "k": "3"}, 400, "k must be an integer"),
         ({"query": "x", "k": 2.5}, 400, "k must be an integer"),
         ({"query": "x", "k": True}, 400, "k must be an integer"),
+        ({"query": "x", "k": None}, 400, "k must be an integer"),
         ({"image": "not base64!!"}, 400, "not valid base64"),
         ({"image": ""}, 400, "image is empty"),
         ({"image": "===="}, 400, "not valid base64"),
@@ -256,6 +258,7 @@ _NOT_AN_IMAGE = _b64(b"%PDF-1.4 definitely not pixels" * 10)
         ({"query": "x", "filters": {"color": "red"}}, 400, "unknown key 'color'"),
         ({"query": "x", "filters": {"modality": "hologram"}}, 400, "filters.modality"),
         ({"query": "x", "filters": {"uri_prefix": 7}}, 400, "filters.uri_prefix"),
+        ({"query": "x", "filters": {"page": 0}}, 400, "filters.page"),
         ({"query": "x", "filters": ["modality"]}, 400, "filters must be an object"),
         ({"query": "x", "include_thumbnail": "yes"}, 400, "include_thumbnail"),
         ({"query": "x", "mode": "semantic"}, 400, "mode must be one of"),
@@ -267,6 +270,70 @@ def test_bad_requests_get_a_json_error(server: Server, body, status: int, words:
     response = server.search(body)
     assert response.status_code == status, response.text
     assert words in _error(response)
+
+
+@pytest.mark.integration
+def test_a_form_content_type_is_still_read_as_json(server: Server) -> None:
+    """What ``curl -d '{"query": ...}'`` sends (application/x-www-form-urlencoded)."""
+    form = {**AUTH, "Content-Type": "application/x-www-form-urlencoded"}
+    response = server.search({"query": "a picture", "k": 1}, headers=form)
+    assert response.status_code == 200, response.text
+    assert len(response.json()["hits"]) == 1
+
+
+@pytest.mark.integration
+def test_openapi_publishes_the_search_request_schema(server: Server) -> None:
+    response = server.client.get("/openapi.json")  # no token: the schema reveals no data
+    assert response.status_code == 200
+    spec = response.json()
+    operation = spec["paths"]["/v1/search"]["post"]
+    assert operation["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/SearchRequest"
+    }
+    schemas = spec["components"]["schemas"]
+    request = schemas["SearchRequest"]
+    assert set(request["properties"]) == {
+        "query",
+        "image",
+        "k",
+        "mode",
+        "filters",
+        "include_thumbnail",
+    }
+    assert request["properties"]["k"]["maximum"] == MAX_K  # this server's serve.max_k
+    assert set(schemas["SearchFilters"]["properties"]) == {"modality", "uri_prefix", "page"}
+    assert "422" not in operation["responses"]
+    assert {"hits", "took_ms"} <= set(schemas["SearchResponse"]["properties"])
+    docs = server.client.get("/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+
+
+@pytest.mark.integration
+def test_an_internal_error_is_a_json_500(server: Server, tmp_path: Path) -> None:
+    """A second ingress over a database whose chunks table lacks most columns (an older
+    schema): the search fails inside LanceDB, and the client still gets a JSON answer."""
+    import lancedb
+    import pyarrow as pa
+    from ray import serve
+
+    from mrag.models import get_model_spec
+    from mrag.serve.ingress import SearchIngress
+
+    dim = get_model_spec(server.config.clip_model).embed_dim
+    db = str(tmp_path / "old-db")
+    clip = pa.array([[0.1] * dim], type=pa.list_(pa.float32(), dim))
+    lancedb.connect(db).create_table("chunks", pa.table({"chunk_id": ["c1"], "clip": clip}))
+    config = load_config(profile="offline", overrides={"db_uri": db, "serve.max_k": MAX_K})
+    encoder = serve.get_deployment_handle("QueryEncoder", app_name="mrag")
+    ingress = SearchIngress.options(ray_actor_options={"num_cpus": 0.1}).bind(config, encoder)
+    serve.run(ingress, name="mrag-old-db", route_prefix="/old-db")
+    try:
+        response = server.client.post("/old-db/v1/search", json={"query": "a picture"})
+        assert response.status_code == 500, response.text
+        assert "internal error" in _error(response)
+        assert server.search({"query": "still works", "k": 1}).status_code == 200
+    finally:
+        serve.delete("mrag-old-db")
 
 
 @pytest.mark.integration

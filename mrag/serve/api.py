@@ -1,0 +1,76 @@
+"""The search API's data: one pydantic model per request body and per answer.
+
+FastAPI publishes these at ``/openapi.json`` (and ``/docs``). The request model is the in-process
+search's own (:class:`mrag.query.SearchRequest`, re-exported here), so the CLI, a notebook and
+the HTTP API reject the same inputs with the same words: one sentence naming the field, such as
+``k must be an integer from 1 to 100, got 0``. No Ray, no FastAPI here.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, Field
+
+from mrag.query import DEFAULT_K, SearchRequest, search_request_model
+
+if TYPE_CHECKING:
+    from mrag.retrieve.search import Hit
+
+__all__ = [
+    "DEFAULT_K",
+    "ErrorResponse",
+    "HealthResponse",
+    "SearchHit",
+    "SearchRequest",
+    "SearchResponse",
+    "search_request_model",
+]
+
+
+class SearchHit(BaseModel):
+    """One retrieved chunk; fields that do not apply to its modality are left out."""
+
+    chunk_id: str
+    asset_id: str
+    uri: str = Field(description="Where the asset lives (file path or object URL).")
+    modality: str = Field(description="image, text, pdf_page, video_frame, ...")
+    score: float = Field(
+        description=(
+            "Higher is better. Cosine similarity (vector), BM25 (fts) or the RRF sum (hybrid): "
+            "compare scores within one mode only."
+        )
+    )
+    page: int | None = None
+    start_s: float | None = None
+    end_s: float | None = None
+    char_start: int | None = None
+    char_end: int | None = None
+    text: str | None = None
+    thumbnail_jpeg_b64: str | None = None
+
+    @classmethod
+    def from_hit(cls, hit: Hit, *, include_thumbnail: bool) -> SearchHit:
+        return cls(**hit.to_dict(include_thumbnail=include_thumbnail))
+
+
+class SearchResponse(BaseModel):
+    """The hits, best first, and the server-side time the search took."""
+
+    hits: list[SearchHit]
+    took_ms: float
+
+
+class HealthResponse(BaseModel):
+    """Liveness: the service is up; reveals no data."""
+
+    status: Literal["ok"] = "ok"
+    clip_model: str
+    max_k: int
+    auth: bool = Field(description="Whether /v1/ calls need a bearer token.")
+
+
+class ErrorResponse(BaseModel):
+    """Every error the API answers, whatever its status code."""
+
+    error: str = Field(description="What is wrong and how to fix it.")

@@ -1,0 +1,80 @@
+"""Binds the deployments into one Serve application, from a config or from ``serve run`` args.
+
+Building needs no Ray and touches no database: each replica builds its own model and store.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from mrag.config import MragConfig, load_config
+from mrag.errors import ConfigError
+from mrag.serve.encoder import QueryEncoder
+from mrag.serve.ingress import SearchIngress
+
+if TYPE_CHECKING:
+    from ray import serve
+
+#: The application name ``run_server`` and ``cluster/serve.yaml`` use.
+APP_NAME = "mrag"
+#: Environment variables read when the application is built (not when a module is imported).
+TOKEN_ENV = "MRAG_API_TOKEN"
+CONFIG_ENV = "MRAG_CONFIG"
+DB_ENV = "MRAG_DB"
+CLIP_WEIGHTS_ENV = "MRAG_CLIP_WEIGHTS"
+
+_INGRESS_NUM_CPUS = 0.25  # parsing, base64, LanceDB calls: I/O bound; decoding runs in a thread
+
+
+def build_app(config: MragConfig, *, api_token: str | None = None) -> serve.Application:
+    """The encoder and the ingress bound into one application.
+
+    Args:
+        config: the whole config; shipped to each replica, which builds its own model and store.
+        api_token: bearer token for ``/v1/``; defaults to ``MRAG_API_TOKEN`` in this process.
+    """
+    serve_config = config.serve
+    token = api_token if api_token is not None else os.environ.get(TOKEN_ENV) or None
+    encoder = QueryEncoder.options(
+        num_replicas=serve_config.encoder_replicas,
+        max_ongoing_requests=serve_config.max_ongoing_requests,
+        ray_actor_options={
+            "num_cpus": serve_config.encoder_num_cpus,
+            "num_gpus": serve_config.encoder_num_gpus,
+        },
+    ).bind(config)
+    return SearchIngress.options(
+        max_ongoing_requests=serve_config.max_ongoing_requests,
+        ray_actor_options={"num_cpus": _INGRESS_NUM_CPUS},
+    ).bind(config, encoder, token)
+
+
+def app_builder(args: dict[str, str]) -> serve.Application:
+    """``serve run mrag.serve.app:app_builder db=... profile=... clip_weights=... serve.max_k=50``.
+
+    Keys: ``config`` (YAML path), ``profile``, ``db`` (``db_uri``), any top-level config field
+    (``clip_weights``, ``seed``...) and any dotted ``section.field``; anything else is a
+    :class:`~mrag.errors.ConfigError`. Also usable as ``args:`` of an application in a Serve
+    config file.
+    """
+    args = dict(args or {})
+    path = args.pop("config", None) or os.environ.get(CONFIG_ENV)
+    profile = args.pop("profile", None)
+    overrides: dict[str, Any] = {"db_uri": args.pop("db", None) or os.environ.get(DB_ENV)}
+    fields = set(MragConfig.model_fields) - {"profile", "ingest", "index", "serve"}
+    for key, value in args.items():
+        if "." not in key and key not in fields:
+            raise ConfigError(
+                f"app_builder: unknown argument {key!r}; allowed: config, profile, db, "
+                f"{', '.join(sorted(fields))}, or section.field such as serve.max_k"
+            )
+        overrides[key] = value
+    return build_app(load_config(path, profile=profile, overrides=overrides))
+
+
+def app_from_env() -> serve.Application:
+    """The application ``MRAG_CONFIG``, ``MRAG_DB``, ``MRAG_PROFILE`` and ``MRAG_CLIP_WEIGHTS``
+    describe (what ``serve run mrag.serve.app:app`` and ``cluster/serve.yaml`` deploy)."""
+    overrides = {"db_uri": os.environ.get(DB_ENV), "clip_weights": os.environ.get(CLIP_WEIGHTS_ENV)}
+    return build_app(load_config(os.environ.get(CONFIG_ENV), overrides=overrides))

@@ -1,0 +1,358 @@
+"""The HTTP front door: the FastAPI app (routes, request gate, JSON errors) and its deployment.
+
+:func:`create_api` builds the app around a :class:`SearchService` (decode → encode → retrieve);
+:class:`SearchIngress` is the Serve deployment that builds one per replica, after its own
+``__init__``, through Serve's late-bound ingress (``@serve.ingress()`` plus
+``__serve_build_asgi_app__``), so routes close over that replica's config, token and handles.
+
+Every answer other than a 2xx is ``{"error": "<what is wrong and how to fix it>"}``: 400 for a
+malformed request (pydantic's errors, turned into one sentence naming the field), 401, 413, 409,
+404/405 for routing, and 500 for anything unexpected. 422 is never used.
+
+No ``from __future__ import annotations`` here, unlike the rest of mrag: FastAPI reads route
+annotations to know what to validate, and the search route's body type is made per server (its
+``k`` is bounded by ``serve.max_k``), a local name a string annotation could not be resolved from.
+"""
+
+import asyncio
+import hmac
+import logging
+import time
+from typing import Any
+
+import numpy as np
+from fastapi import Depends, FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBearer
+from ray import serve
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mrag.config import MragConfig
+from mrag.errors import ConfigError, DecodeError, MragError
+from mrag.models import get_model_spec
+from mrag.query import decode_query_image
+from mrag.retrieve.search import Retriever, describe_error
+from mrag.serve.api import (
+    ErrorResponse,
+    HealthResponse,
+    SearchHit,
+    SearchRequest,
+    SearchResponse,
+    search_request_model,
+)
+
+log = logging.getLogger(__name__)
+
+#: Paths under this prefix need the bearer token (when one is set) and obey the body limit.
+API_PREFIX = "/v1/"
+
+_ERROR_STATUSES = {
+    400: "Malformed request: not JSON, an unknown field, a bad value (the message names the "
+    "field), or an image that cannot be decoded.",
+    401: "Missing or wrong bearer token (only when the server has one).",
+    409: "The database cannot answer this yet, e.g. full-text search before `mrag index`.",
+    413: "Request body over the server's `serve.max_body_bytes`.",
+    500: "Not the request's fault; the server log has the details.",
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **{
+        status: {"model": ErrorResponse, "description": text}
+        for status, text in _ERROR_STATUSES.items()
+    },
+    # Also keeps FastAPI from documenting its 422, which this API never answers.
+    "default": {"model": ErrorResponse, "description": "Any other error, in the same shape."},
+}
+
+
+class ApiError(Exception):
+    """A client error with its HTTP status; rendered as ``{"error": message}``."""
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+
+    def response(self) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if self.status_code == 401 else None
+        return JSONResponse({"error": self.message}, status_code=self.status_code, headers=headers)
+
+
+class SearchService:
+    """What ``/v1/search`` does once a request is valid, without HTTP or Ray.
+
+    Args:
+        config: the whole config (models, decoding limits).
+        encoder: the :class:`~mrag.serve.encoder.QueryEncoder` deployment's handle: anything
+            whose ``encode_text``, ``encode_query`` and ``encode_image`` have a ``.remote(...)``
+            returning an awaitable vector.
+        retriever: searches the database; called in a worker thread (LanceDB calls block).
+    """
+
+    def __init__(self, config: MragConfig, encoder: Any, retriever: Retriever) -> None:
+        self.config = config
+        self.encoder = encoder
+        self.retriever = retriever
+
+    async def search(self, request: SearchRequest) -> SearchResponse:
+        started = time.perf_counter()
+        if request.image is not None:
+            try:
+                pixels = await asyncio.to_thread(decode_query_image, request.image, self.config)
+            except DecodeError as exc:
+                raise ApiError(400, f"image could not be decoded: {exc}") from None
+            clip_vector = await self.encoder.encode_image.remote(pixels)
+            text_vector = None
+        elif request.mode == "fts":
+            clip_vector = text_vector = None
+        else:  # both spaces at once: the encoder batches each across concurrent callers
+            clip_vector, text_vector = await asyncio.gather(
+                self.encoder.encode_text.remote(request.query),
+                self.encoder.encode_query.remote(request.query),
+            )
+        try:
+            hits = await asyncio.to_thread(
+                self.retriever.search,
+                request.mode,
+                k=request.k,
+                text=request.query,
+                clip_vector=_as_vector(clip_vector),
+                text_vector=_as_vector(text_vector),
+                filters=request.filters,
+                include_thumbnail=request.include_thumbnail,
+            )
+        except MragError as exc:  # e.g. full-text search before any index exists
+            raise ApiError(409, str(exc)) from None
+        return SearchResponse(
+            hits=[
+                SearchHit.from_hit(hit, include_thumbnail=request.include_thumbnail) for hit in hits
+            ],
+            took_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+
+
+def _as_vector(values: list[float] | None) -> np.ndarray | None:
+    return None if values is None else np.asarray(values, dtype=np.float32)
+
+
+class RequestGate:
+    """Auth and the body limit for ``/v1/``, before anything parses the body (ASGI middleware).
+
+    A middleware and not a FastAPI dependency because FastAPI reads and parses a body before it
+    runs dependencies: here a request without the token gets 401 without its body being read,
+    and one over the limit gets 413 by its ``Content-Length`` before reading, or by a running
+    count while streaming (chunked uploads, clients whose header understates the body). The body
+    is then handed on as one message, with ``Content-Type: application/json``: the API reads
+    every body as JSON, as it always has, and ``curl -d`` sends a form content type by default.
+    """
+
+    def __init__(self, app: ASGIApp, *, api_token: str | None, max_body_bytes: int) -> None:
+        self.app = app
+        self._token = (api_token or "").encode() or None
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _route_path(scope).startswith(API_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        try:
+            self._authorize(headers)
+            body = await self._read_body(headers, receive)
+        except ApiError as exc:
+            await exc.response()(scope, receive, send)
+            return
+        if body is None:  # the client went away
+            return
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if delivered:
+                return await receive()
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        json_headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+        json_headers.append((b"content-type", b"application/json"))
+        await self.app({**scope, "headers": json_headers}, replay, send)
+
+    def _authorize(self, headers: Headers) -> None:
+        if self._token is None:
+            return
+        scheme, _, presented = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not presented:
+            raise ApiError(401, "missing bearer token: send 'Authorization: Bearer <token>'")
+        if not hmac.compare_digest(presented.strip().encode(), self._token):
+            raise ApiError(401, "invalid bearer token")
+
+    async def _read_body(self, headers: Headers, receive: Receive) -> bytes | None:
+        limit = self.max_body_bytes
+        declared = headers.get("content-length")
+        if declared is not None:
+            try:
+                declared_bytes = int(declared)
+            except ValueError:
+                raise ApiError(400, "Content-Length header is not an integer") from None
+            if declared_bytes > limit:
+                raise ApiError(
+                    413, f"request body is {declared_bytes} bytes; the limit is {limit} bytes"
+                )
+        parts: list[bytes] = []
+        received = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            part = message.get("body", b"")
+            received += len(part)
+            if received > limit:
+                raise ApiError(413, f"request body is over the limit of {limit} bytes")
+            parts.append(part)
+            if not message.get("more_body", False):
+                return b"".join(parts)
+
+
+def _route_path(scope: Scope) -> str:
+    """The path below the application's route prefix (Serve's ``root_path``)."""
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+def describe_request_error(error: dict[str, Any]) -> str:
+    """One of FastAPI's request validation errors → one sentence naming the field."""
+    loc = tuple(error.get("loc", ()))
+    if loc[:1] == ("body",):
+        loc = loc[1:]
+    if error["type"] == "json_invalid":
+        where = f" (at character {loc[0]})" if loc else ""
+        return f"request body is not valid JSON: {error.get('ctx', {}).get('error')}{where}"
+    if error["type"] == "missing" and not loc:
+        return 'request body is empty; send a JSON object such as {"query": "a red car"}'
+    return describe_error({**error, "loc": loc})
+
+
+async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+    return exc.response()
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    return JSONResponse({"error": describe_request_error(exc.errors()[0])}, status_code=400)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Routing errors (404, 405) and FastAPI's own, in the same ``{"error": ...}`` shape."""
+    message = str(exc.detail)
+    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError | RecursionError):
+        # FastAPI's "error parsing the body" when json.loads fails other than with a
+        # JSONDecodeError: bytes that are not UTF-8, nesting deeper than the recursion limit.
+        message = f"request body is not valid JSON: {exc.__cause__}"
+    return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    """Anything unexpected: JSON 500. Starlette re-raises afterwards, so the traceback is logged."""
+    return JSONResponse(
+        {"error": f"internal error ({type(exc).__name__}); the server log has the details"},
+        status_code=500,
+    )
+
+
+def create_api(service: SearchService, *, api_token: str | None = None) -> FastAPI:
+    """The FastAPI app over ``service``; ``api_token`` (``None`` or empty: off) guards ``/v1/``.
+
+    No Ray needed: tests and other front ends can serve it with any ASGI server.
+    """
+    config = service.config
+    request_model = search_request_model(config.serve.max_k)
+    app = FastAPI(
+        title="mrag search API",
+        summary="Multimodal search over a LanceDB corpus: text or image in, ranked chunks out.",
+        description=(
+            "JSON in and out. When the server has a token, every `/v1/` call needs "
+            '`Authorization: Bearer <token>`. Every error is `{"error": "..."}`.'
+        ),
+    )
+    app.add_middleware(RequestGate, api_token=api_token, max_body_bytes=config.serve.max_body_bytes)
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _internal_error)
+    # Publishes the scheme (and the "Authorize" button of /docs); RequestGate enforces it.
+    bearer = [Depends(HTTPBearer(auto_error=False))] if api_token else []
+
+    @app.get("/healthz", response_model=HealthResponse)
+    async def healthz() -> HealthResponse:
+        """Liveness for load balancers; needs no token, reveals no data."""
+        return HealthResponse(
+            clip_model=config.clip_model, max_k=config.serve.max_k, auth=bool(api_token)
+        )
+
+    @app.post(
+        "/v1/search",
+        response_model=SearchResponse,
+        response_model_exclude_none=True,
+        responses=ERROR_RESPONSES,
+        dependencies=bearer,
+    )
+    async def search(request: request_model) -> SearchResponse:
+        """Text or image search over the corpus; hits best first."""
+        return await service.search(request)
+
+    return app
+
+
+def _check_vector_width(retriever: Retriever, embed_dim: int) -> None:
+    """Fails the replica at start-up, not per request, when the DB was built by another model."""
+    from mrag.store import schema
+
+    table = retriever.store.open(schema.CHUNKS)
+    if table is None:
+        log.warning("%s has no chunks table yet; searches return no hits", retriever.store.db_uri)
+        return
+    have = table.schema.field("clip").type.list_size
+    if have != embed_dim:
+        raise ConfigError(
+            f"{retriever.store.db_uri}: chunks.clip holds {have}-d vectors but the CLIP model "
+            f"makes {embed_dim}-d ones; serve with the model the database was built with"
+        )
+
+
+# Pickled by value by Serve (the module attribute is the Deployment, not the class): every global
+# its methods use is a module or an importable function.
+@serve.deployment(name="SearchIngress")
+@serve.ingress()
+class SearchIngress:
+    """HTTP front door: auth, limits and validation, then encoder → retriever.
+
+    Args:
+        config: limits (``serve.max_k``, ``serve.max_body_bytes``), model and database.
+        encoder: handle to the :class:`~mrag.serve.encoder.QueryEncoder` deployment.
+        api_token: bearer token required on ``/v1/``; ``None`` or empty turns auth off. Passed
+            as a constructor argument (read from ``MRAG_API_TOKEN`` when the app is built)
+            because Serve replicas are Ray actors that do not see the builder's environment,
+            and a YAML ``ray_actor_options`` replaces any ``runtime_env`` set in code.
+    """
+
+    def __init__(self, config: MragConfig, encoder: Any, api_token: str | None = None) -> None:
+        from mrag.ray_runtime import bind_serve_replica_to_node_address
+        from mrag.store.lance import Store
+
+        bind_serve_replica_to_node_address()  # before Serve starts the replica's gRPC server
+
+        retriever = Retriever(Store(config.db_uri))
+        _check_vector_width(retriever, get_model_spec(config.clip_model).embed_dim)
+        self.service = SearchService(config, encoder, retriever)
+        self._api_token = api_token or None
+        log.info(
+            "SearchIngress ready over %s (auth %s)",
+            config.db_uri,
+            "on" if self._api_token else "off",
+        )
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        """Serve calls this once per replica, after ``__init__``: the app this replica serves."""
+        return create_api(self.service, api_token=self._api_token)
