@@ -20,6 +20,7 @@ from mrag.errors import MragError
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from mrag.pipelines.ingest import IngestSummary
     from mrag.retrieve.search import Hit
     from mrag.store.lance import Store
 
@@ -42,10 +43,10 @@ def connect(db_uri: str) -> Store:
     return Store(db_uri)
 
 
-def ingest(sources: Sequence[str], config: MragConfig):  # -> pipelines.ingest.IngestSummary
+def ingest(sources: Sequence[str], config: MragConfig) -> IngestSummary:
     """Runs the ingest job (local Ray unless ``config.ray_address`` is set).
 
-    The job lives in ``pipelines/``; like the CLI, this notebook entry point defers to it lazily.
+    The job lives in :mod:`mrag.pipelines.ingest`, imported only when this runs (it brings Ray).
     """
     from mrag.pipelines.ingest import run_ingest
 
