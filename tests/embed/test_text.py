@@ -12,7 +12,6 @@ import pyarrow as pa
 import pytest
 
 from mrag.config import IngestConfig
-from mrag.embed import create_embedder
 from mrag.embed.text import HFTextEmbedder, TextEmbedStage
 from mrag.errors import ConfigError, WeightsNotFoundError
 from mrag.models import ModelSpec, get_model_spec, resolve_weights
@@ -78,7 +77,7 @@ def test_bf16_runs_through_the_same_path(embedder) -> None:
 @pytest.mark.parametrize("name", ["bge-small-en-v1.5", "e5-small-v2", "all-MiniLM-L6-v2"])
 def test_hub_only_specs_fail_with_instructions_when_offline(name: str) -> None:
     with pytest.raises(WeightsNotFoundError, match="Provide them"):
-        create_embedder(get_model_spec(name))
+        HFTextEmbedder(get_model_spec(name))
 
 
 def test_stage_fills_text_vec_for_good_text_rows_only() -> None:
