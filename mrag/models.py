@@ -9,6 +9,7 @@ lists every way to provide them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -40,6 +41,14 @@ class ModelSpec:
         architecture: open_clip model name (``ViT-B-32``) or a transformers architecture label.
         embed_dim: width of the output vectors.
         image_size: square input side in pixels (CLIP specs only).
+        resize_mode: how a picture becomes ``image_size``² for the image tower, as open_clip's
+            inference transform does it: ``shortest`` (short side to ``image_size``, centre
+            crop), ``squash`` (both sides, aspect ratio not kept) or ``longest`` (long side,
+            padded). Declared here because the decode tasks do the resize without importing
+            open_clip; :class:`~mrag.embed.clip.ClipEmbedder` checks it against open_clip's
+            config for the pretrained tag and refuses a spec that disagrees.
+        interpolation: ``bicubic`` or ``bilinear`` (checked the same way). Mean and std are
+            not spec fields: the embedder reads them from open_clip.
         pretrained_tag: open_clip pretrained tag, used to find the hub file.
         hub_id: Hugging Face repo id holding the weights.
         hub_filename: file inside ``hub_id`` (open_clip checkpoints are single files).
@@ -58,6 +67,8 @@ class ModelSpec:
     architecture: str
     embed_dim: int
     image_size: int = 0
+    resize_mode: str = "shortest"  # open_clip's PreprocessCfg defaults
+    interpolation: str = "bicubic"
     pretrained_tag: str = ""
     hub_id: str = ""
     hub_filename: str = ""
@@ -66,6 +77,48 @@ class ModelSpec:
     model_cfg: dict[str, Any] | None = field(default=None, hash=False, compare=False)
     query_prefix: str = ""
     passage_prefix: str = ""
+
+    def __post_init__(self) -> None:
+        try:
+            self.image_preprocess  # noqa: B018 - validates resize_mode and interpolation
+        except ConfigError as exc:
+            raise ConfigError(f"model {self.name!r}: {exc}") from None
+
+    @property
+    def image_preprocess(self) -> ImagePreprocess:
+        """What the decode tasks need to make this model's input pixels."""
+        return ImagePreprocess(self.image_size, self.resize_mode, self.interpolation)
+
+
+RESIZE_MODES = ("shortest", "squash", "longest")
+INTERPOLATIONS = ("bicubic", "bilinear")
+
+
+@dataclass(frozen=True)
+class ImagePreprocess:
+    """The uint8 part of open_clip's inference transform, as a small picklable descriptor.
+
+    The pipeline ships it to the decode tasks, which resize and crop on cheap CPU workers; the
+    embed actor only normalises (mean/std from open_clip) and runs the forward pass.
+
+    Attributes:
+        size_px: side of the square the image tower takes.
+        resize_mode: ``shortest``, ``squash`` or ``longest`` (see :class:`ModelSpec`).
+        interpolation: ``bicubic`` or ``bilinear``.
+    """
+
+    size_px: int
+    resize_mode: str = "shortest"
+    interpolation: str = "bicubic"
+
+    def __post_init__(self) -> None:
+        """Refused here, when a job is configured, not as an error row per decoded object."""
+        for name, value, allowed in (
+            ("resize_mode", self.resize_mode, RESIZE_MODES),
+            ("interpolation", self.interpolation, INTERPOLATIONS),
+        ):
+            if value not in allowed:
+                raise ConfigError(f"{name} {value!r} is not one of {', '.join(allowed)}")
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -274,3 +327,62 @@ def _copy_prefix_to_cache(uri: str) -> Path:
 def _single_file_or_dir(folder: Path) -> Path:
     files = [p for p in folder.iterdir() if p.name != ".complete"]
     return files[0] if len(files) == 1 and files[0].is_file() else folder
+
+
+#: Checkpoint files, in the order loaders prefer them (open_clip and transformers both take
+#: safetensors first when a folder has both).
+_WEIGHT_SUFFIXES = ((".safetensors",), (".bin", ".pt", ".pth", ".ckpt", ".npz"))
+
+
+def weights_id(spec: ModelSpec, override: str = "", *, seed: int = 0) -> str:
+    """Names the weights that make a spec's vectors: where they came from and what they are.
+
+    ``<origin> sha256:<first 16 hex>`` (``local:/abs/path``, the ``s3://…`` prefix,
+    ``package:<name>``, ``hub:<repo id>``), or ``random-init seed:<n>``. The digest is of the
+    checkpoint bytes, so ``sha256sum`` of a single-file checkpoint starts with it, and the same
+    weights fetched from two places share it. Each file is hashed once per process.
+    """
+    resolved = resolve_weights(spec, override)
+    if resolved.path is None:
+        return f"random-init seed:{seed}"
+    origin = {
+        "local": f"local:{resolved.path.resolve()}",
+        "object-storage": override,
+        "package": f"package:{spec.package}",
+        "hub": f"hub:{spec.hub_id}",
+    }.get(resolved.source, resolved.source)
+    return f"{origin} sha256:{weights_digest(resolved.path)}"
+
+
+def weights_digest(path: Path) -> str:
+    """First 16 hex of the SHA-256 of a checkpoint file, or of a folder's checkpoint files.
+
+    A folder counts the files its loader would read: its top-level ``*.safetensors`` if it has
+    any, else its ``.bin``/``.pt``/… files (tokenizer and config files are not weights). A folder
+    holding one checkpoint gets that file's own digest.
+    """
+    if path.is_file():
+        return _file_sha256(*_file_key(path))[:16]
+    files: list[Path] = []
+    for suffixes in _WEIGHT_SUFFIXES:
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in suffixes)
+        if files:
+            break
+    if not files:
+        raise WeightsNotFoundError(f"no checkpoint files (.safetensors, .bin, .pt…) in {path}")
+    if len(files) == 1:
+        return _file_sha256(*_file_key(files[0]))[:16]
+    combined = "\n".join(f"{p.name} {_file_sha256(*_file_key(p))}" for p in files)
+    return hashlib.sha256(combined.encode()).hexdigest()[:16]
+
+
+def _file_key(path: Path) -> tuple[str, int, int]:
+    stat = path.stat()
+    return str(path.resolve()), stat.st_size, stat.st_mtime_ns
+
+
+@functools.cache
+def _file_sha256(path: str, size_bytes: int, mtime_ns: int) -> str:
+    """Keyed on size and mtime too, so a file replaced in place is hashed again."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

@@ -177,6 +177,8 @@ def decode_query_image(data: bytes, config: MragConfig) -> np.ndarray:
         image_size=spec.image_size,
         max_pixels=config.ingest.max_image_pixels,
         thumbnail_px=config.ingest.thumbnail_px,
+        resize_mode=spec.resize_mode,  # the same resize as the ingested images had
+        interpolation=spec.interpolation,
     )
     return decoded.pixels[None]
 

@@ -1,7 +1,8 @@
 """Image decoding: bytes → model-ready RGB pixels plus a display thumbnail.
 
-CLIP preprocessing (resize the short side, centre-crop) happens here, on cheap CPU tasks, so the
-embedding actors only normalise and run the forward pass. JPEGs are decoded at reduced scale with
+CLIP preprocessing (the resize and crop of open_clip's inference transform, as the model's
+:class:`~mrag.models.ImagePreprocess` says) happens here, on cheap CPU tasks, so the embedding
+actors only normalise and run the forward pass. JPEGs are decoded at reduced scale with
 ``Image.draft`` when the target is much smaller than the source, which makes decoding of large
 photos several times cheaper.
 """
@@ -31,7 +32,13 @@ class DecodedImage:
 
 
 def decode_image(
-    data: bytes, *, image_size: int, max_pixels: int, thumbnail_px: int
+    data: bytes,
+    *,
+    image_size: int,
+    max_pixels: int,
+    thumbnail_px: int,
+    resize_mode: str = "shortest",
+    interpolation: str = "bicubic",
 ) -> DecodedImage:
     """Decodes one image; every failure is a :class:`DecodeError` with a specific ``error_class``.
 
@@ -41,6 +48,8 @@ def decode_image(
     200-megapixel phone photo costs a few megapixels; other formats are decoded whole and are
     refused when their header declares more than ``max_pixels`` (see :func:`check_pixel_budget`).
     ``width_px``/``height_px`` are the picture's own size, not the reduced decode's.
+    ``resize_mode`` and ``interpolation`` are the model's (see :func:`model_pixels`; the
+    defaults are open_clip's, right for OpenAI-style CLIPs such as ViT-B-32).
     """
     if not data:
         raise DecodeError("object is empty (0 bytes)", error_class="EmptyObject")
@@ -66,10 +75,54 @@ def decode_image(
     width_px, height_px = declared
     if (rgb.width > rgb.height) != (img.size[0] > img.size[1]):  # EXIF turned it by 90°
         width_px, height_px = height_px, width_px
-    pixels = np.asarray(
-        ImageOps.fit(rgb, (image_size, image_size), Image.Resampling.BICUBIC), dtype=np.uint8
-    )
+    pixels = model_pixels(rgb, image_size, resize_mode, interpolation)
     return DecodedImage(pixels, thumbnail_jpeg(rgb, thumbnail_px), width_px, height_px)
+
+
+_RESAMPLING = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+
+
+def model_pixels(
+    rgb: Image.Image, size_px: int, resize_mode: str, interpolation: str
+) -> np.ndarray:
+    """A photo as the image tower's (size_px, size_px, 3) uint8 input: open_clip's inference
+    resize and crop, reproduced on PIL so the result matches ``preprocess(img)`` pixel for pixel.
+
+    ``shortest`` is torchvision's ``Resize(size)`` (short side to ``size_px``, long side
+    truncated) then ``CenterCrop``: what CLIP models were trained on, and a photo's subject is
+    usually central. ``squash`` resizes both sides (SigLIP, PE, CLIPA); ``longest`` resizes the
+    long side and pads with black, as open_clip's ``ResizeKeepRatio`` + ``CenterCropOrPad``.
+    """
+    resample = _RESAMPLING[interpolation]
+    if resize_mode == "squash":
+        return np.asarray(rgb.resize((size_px, size_px), resample), dtype=np.uint8)
+    if resize_mode == "longest":
+        return letterbox_pixels(rgb, size_px, interpolation, fill=(0, 0, 0))
+    if resize_mode != "shortest":
+        raise ValueError(f"unknown resize_mode {resize_mode!r}")
+    width, height = rgb.size
+    if width <= height:
+        new_size = (size_px, int(size_px * height / width))
+    else:
+        new_size = (int(size_px * width / height), size_px)
+    resized = rgb.resize(new_size, resample) if new_size != rgb.size else rgb
+    left = int(round((new_size[0] - size_px) / 2.0))
+    top = int(round((new_size[1] - size_px) / 2.0))
+    return np.asarray(resized.crop((left, top, left + size_px, top + size_px)), dtype=np.uint8)
+
+
+def letterbox_pixels(
+    rgb: Image.Image, size_px: int, interpolation: str, *, fill: tuple[int, int, int]
+) -> np.ndarray:
+    """The whole picture in a (size_px, size_px, 3) square: long side to ``size_px`` (up or
+    down), aspect ratio kept, centred on ``fill``; nothing is cut off."""
+    width, height = rgb.size
+    scale = size_px / max(width, height)
+    new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = rgb.resize(new_size, _RESAMPLING[interpolation]) if new_size != rgb.size else rgb
+    canvas = Image.new("RGB", (size_px, size_px), fill)
+    canvas.paste(resized, ((size_px - new_size[0]) // 2, (size_px - new_size[1]) // 2))
+    return np.asarray(canvas, dtype=np.uint8)
 
 
 #: A JPEG that decodes to more pixels per byte than this is a bomb, not a photo: real photos

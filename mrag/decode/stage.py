@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from mrag.config import IngestConfig
-    from mrag.models import ModelSpec
+    from mrag.models import ImagePreprocess, ModelSpec
 
 
 def chunk_rows_schema() -> pa.Schema:
@@ -63,18 +63,21 @@ def chunk_rows_schema() -> pa.Schema:
 
 
 @functools.cache
-def _token_counter(spec: ModelSpec | None) -> Callable[[str], int] | None:
+def _token_counter(spec: ModelSpec | None, weights: str = "") -> Callable[[str], int] | None:
     """The text model's own tokenizer, so chunk windows match what the encoder sees.
 
-    Loads ``tokenizer.json`` with the ``tokenizers`` library when the weights have one (the same
-    fast tokenizer transformers wraps, without importing transformers and torch into every
-    decode worker: ~2 s of CPU per worker on a small node); else transformers' AutoTokenizer.
+    ``weights`` is the job's ``text_weights`` override, resolved exactly as the embed actor
+    resolves it: a spec without weights of its own (a hub id, offline) works when the user
+    supplies them. Loads ``tokenizer.json`` with the ``tokenizers`` library when the weights
+    have one (the same fast tokenizer transformers wraps, without importing transformers and
+    torch into every decode worker: ~2 s of CPU per worker on a small node); else transformers'
+    AutoTokenizer.
     """
     if spec is None:
         return None
     from mrag.models import resolve_weights
 
-    resolved = resolve_weights(spec)
+    resolved = resolve_weights(spec, weights)
     tokenizer_file = resolved.path / "tokenizer.json" if resolved.path else None
     if tokenizer_file is not None and tokenizer_file.is_file():
         from tokenizers import Tokenizer
@@ -94,17 +97,35 @@ class DecodeStage:
 
     Args:
         ingest: limits and chunking settings.
-        image_size: the CLIP input side in pixels.
+        image_size: the CLIP input side in pixels, with open_clip's default resize and crop;
+            shorthand for ``preprocess=ImagePreprocess(image_size)``.
         text_spec: the text encoder whose tokenizer measures chunk length (``None``: a regex
             approximation).
+        preprocess: the CLIP model's resize/crop (``clip_spec.image_preprocess``); wins over
+            ``image_size``.
+        text_weights: the job's ``text_weights`` override, for the tokenizer.
     """
 
     def __init__(
-        self, ingest: IngestConfig, image_size: int, text_spec: ModelSpec | None = None
+        self,
+        ingest: IngestConfig,
+        image_size: int = 0,
+        text_spec: ModelSpec | None = None,
+        *,
+        preprocess: ImagePreprocess | None = None,
+        text_weights: str = "",
     ) -> None:
+        from mrag.models import ImagePreprocess
+
+        if preprocess is None:
+            if image_size <= 0:
+                raise ValueError("DecodeStage needs preprocess= or a positive image_size")
+            preprocess = ImagePreprocess(image_size)
         self.ingest = ingest
-        self.image_size = image_size
+        self.preprocess = preprocess
+        self.image_size = preprocess.size_px
         self.text_spec = text_spec
+        self.text_weights = text_weights
 
     def __call__(self, batch: dict[str, Any]) -> pa.Table:
         rows: list[dict[str, Any]] = []
@@ -191,6 +212,8 @@ class DecodeStage:
             image_size=self.image_size,
             max_pixels=self.ingest.max_image_pixels,
             thumbnail_px=self.ingest.thumbnail_px,
+            resize_mode=self.preprocess.resize_mode,
+            interpolation=self.preprocess.interpolation,
         )
         return {
             "locator": "image",
@@ -208,7 +231,7 @@ class DecodeStage:
             text,
             max_tokens=self.ingest.chunk_max_tokens,
             overlap_tokens=self.ingest.chunk_overlap_tokens,
-            count_tokens=_token_counter(self.text_spec),
+            count_tokens=_token_counter(self.text_spec, self.text_weights),
         )
         prefix = f"page={page}|" if page is not None else ""
         return [
@@ -225,8 +248,12 @@ class DecodeStage:
         ]
 
     def _pdf_rows(self, data: bytes) -> tuple[list[dict[str, Any]], DecodeError | None]:
-        from PIL import Image
-
+        """A page's pixels are the whole page letterboxed on white, whatever the model's
+        ``resize_mode``: a page's content reaches its edges (margins, text columns, headers), so
+        a centre crop would cut whole columns out of the vector and a squash would distort the
+        glyphs; white is the paper's own colour, where black bars would read as content. Photos
+        (:meth:`_image_row`) keep the model's own resize, the one it was trained on."""
+        from mrag.decode.image import letterbox_pixels
         from mrag.decode.pdf import decode_pdf
 
         decoded = decode_pdf(
@@ -238,17 +265,15 @@ class DecodeStage:
         )
         rows: list[dict[str, Any]] = []
         for page in decoded.pages:
-            square = page.image.copy()
-            square.thumbnail((self.image_size, self.image_size), Image.Resampling.BICUBIC)
-            canvas = Image.new("RGB", (self.image_size, self.image_size), (255, 255, 255))
-            canvas.paste(square, ((self.image_size - square.width) // 2,
-                                  (self.image_size - square.height) // 2))  # fmt: skip
+            pixels = letterbox_pixels(
+                page.image, self.image_size, self.preprocess.interpolation, fill=(255, 255, 255)
+            )
             rows.append(
                 {
                     "locator": f"page={page.page}",
                     "modality": "pdf_page",
                     "page": page.page,
-                    "pixels": canvas.tobytes(),
+                    "pixels": pixels.tobytes(),
                     "thumbnail": thumbnail_jpeg(page.image, self.ingest.thumbnail_px),
                     "width_px": page.image.width,
                     "height_px": page.image.height,

@@ -13,9 +13,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mrag.models import ModelSpec, resolve_weights
+from mrag.errors import ConfigError
+from mrag.models import ModelSpec, resolve_weights, weights_id
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     import pyarrow as pa
@@ -24,9 +26,6 @@ if TYPE_CHECKING:
     from mrag.config import IngestConfig
 
 log = logging.getLogger(__name__)
-
-_OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-_OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def pick_device(num_gpus: float) -> str:
@@ -52,6 +51,11 @@ def torch_dtype(name: str, device: str) -> torch.dtype:
 class ClipEmbedder:
     """A CLIP model ready for inference.
 
+    Image preprocessing is open_clip's: the decode tasks resize and crop as the spec's
+    :attr:`~mrag.models.ModelSpec.image_preprocess` says (checked here against open_clip's
+    config for the pretrained tag), and :meth:`embed_images` normalises with the mean and std
+    of ``open_clip.get_model_preprocess_cfg(self.model)``.
+
     Args:
         spec: which model; random-init specs are built with ``seed`` for reproducibility.
         weights: optional local path or object-storage URI overriding the spec's weights.
@@ -59,6 +63,13 @@ class ClipEmbedder:
         dtype: ``auto``, ``fp32``, ``fp16`` or ``bf16``.
         batch_size: rows per forward pass; larger inputs are split.
         num_threads: torch intra-op threads (0 leaves torch's setting alone).
+        seed: seed for random-init specs.
+
+    Attributes:
+        weights_id: what made the vectors (see :func:`mrag.models.weights_id`), for the rows.
+
+    Raises:
+        ConfigError: the spec's image size or preprocessing disagrees with open_clip's.
     """
 
     def __init__(
@@ -82,29 +93,38 @@ class ClipEmbedder:
         self.device = torch.device(device)
         self.dtype = torch_dtype(dtype, device)
         self.batch_size = batch_size
-        if resolved.path is None:
-            torch.manual_seed(seed)
-            if spec.model_cfg is not None:
-                model = open_clip.CLIP(**spec.model_cfg)
-            else:
-                model = open_clip.create_model(spec.architecture, pretrained=None)
+        checkpoint = None if resolved.path is None else str(_checkpoint_file(resolved.path))
+        torch.manual_seed(seed)  # random init, or the parameters a checkpoint then overwrites
+        if spec.model_cfg is not None:  # an architecture open_clip does not list
+            model = open_clip.CLIP(**spec.model_cfg)
+            if checkpoint is not None:
+                open_clip.load_checkpoint(model, checkpoint)
+        else:
+            model = open_clip.create_model(spec.architecture, pretrained=checkpoint)
+        if checkpoint is None:
             log.warning("model %s uses random weights (seed %d)", spec.name, seed)
         else:
-            model = open_clip.create_model(
-                spec.architecture, pretrained=str(_checkpoint_file(resolved.path))
-            )
-            log.info("model %s loaded from %s (%s)", spec.name, resolved.path, resolved.source)
+            log.info("model %s loaded from %s (%s)", spec.name, checkpoint, resolved.source)
+        self.weights_id = weights_id(spec, weights, seed=seed)
+        open_clip.set_model_preprocess_cfg(model, open_clip_preprocess(spec, model))
         self.model = model.eval().to(device=self.device, dtype=self.dtype)
-        context_length = (spec.model_cfg or {}).get("text_cfg", {}).get("context_length", 77)
-        if spec.model_cfg is not None:
-            self.tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=context_length)
-        else:
-            self.tokenizer = open_clip.get_tokenizer(spec.architecture)
-        preprocess = getattr(self.model.visual, "preprocess_cfg", {}) or {}
-        mean = preprocess.get("mean", _OPENAI_MEAN)
-        std = preprocess.get("std", _OPENAI_STD)
-        self._mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1) * 255.0
-        self._std = torch.tensor(std, device=self.device).view(1, 3, 1, 1) * 255.0
+        self._tokenizer = None  # built on first use: an image-only job never needs it
+        preprocess = open_clip.get_model_preprocess_cfg(self.model)
+        self._mean = torch.tensor(preprocess["mean"], device=self.device).view(1, 3, 1, 1) * 255
+        self._std = torch.tensor(preprocess["std"], device=self.device).view(1, 3, 1, 1) * 255
+
+    @property
+    def tokenizer(self) -> Callable[[list[str]], torch.Tensor]:
+        """open_clip's tokenizer for the spec (an HF-tokenizer model needs its hub files)."""
+        if self._tokenizer is None:
+            import open_clip
+
+            if self.spec.model_cfg is not None:
+                context_length = self.spec.model_cfg.get("text_cfg", {}).get("context_length", 77)
+                self._tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=context_length)
+            else:
+                self._tokenizer = open_clip.get_tokenizer(self.spec.architecture)
+        return self._tokenizer
 
     @property
     def embed_dim(self) -> int:
@@ -142,6 +162,43 @@ class ClipEmbedder:
         return _concat(out, self.embed_dim)
 
 
+def open_clip_preprocess(spec: ModelSpec, model: torch.nn.Module) -> dict:
+    """open_clip's inference preprocessing for this spec, as its ``PreprocessCfg`` dict.
+
+    ``open_clip.create_model(arch, pretrained=<file>)`` knows nothing of the tag the file was
+    trained with and falls back to OpenAI defaults, which are wrong for SigLIP, CLIPA, PE…; so
+    this starts from those defaults, applies open_clip's pretrained config for
+    ``spec.pretrained_tag`` when open_clip lists one, and takes the size from the model itself.
+
+    Raises:
+        ConfigError: the spec's ``image_size``, ``resize_mode`` or ``interpolation`` (what the
+            decode tasks use) disagree with the result; the message gives open_clip's values.
+    """
+    from dataclasses import asdict
+
+    import open_clip
+    from open_clip.transform import PreprocessCfg, merge_preprocess_dict
+
+    cfg = asdict(PreprocessCfg())
+    if spec.pretrained_tag:
+        tag_cfg = open_clip.get_pretrained_cfg(spec.architecture, spec.pretrained_tag)
+        cfg = merge_preprocess_dict(cfg, tag_cfg or {})
+    size = model.visual.image_size
+    cfg["size"] = size
+    square = tuple(size) if isinstance(size, tuple | list) else (size, size)
+    wanted = (square, cfg["resize_mode"], cfg["interpolation"])
+    declared = ((spec.image_size,) * 2, spec.resize_mode, spec.interpolation)
+    if declared != wanted:
+        source = f"{spec.architecture}/{spec.pretrained_tag}" if spec.pretrained_tag else "model"
+        raise ConfigError(
+            f"model {spec.name!r} declares image_size={spec.image_size}, resize_mode="
+            f"{spec.resize_mode!r}, interpolation={spec.interpolation!r}, but open_clip's "
+            f"preprocessing for {source} is {square[0]}x{square[1]} px, resize_mode="
+            f"{wanted[1]!r}, interpolation={wanted[2]!r}; fix the spec"
+        )
+    return cfg
+
+
 def _concat(parts: list[np.ndarray], dim: int) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros((0, dim), dtype=np.float32)
 
@@ -176,7 +233,8 @@ class ClipEmbedStage:
 
     Rows with pixels (``image``, ``pdf_page``) go through the image tower, ``text`` rows through
     the text tower, so an image query can reach text and a text query can reach images. Rows that
-    failed upstream pass through with a null vector so the writer can record them.
+    failed upstream pass through with a null vector so the writer can record them. Every row
+    names the model (``clip_model``) and the weights (``clip_weights_id``) that made its vector.
     """
 
     def __init__(self, spec: ModelSpec, ingest: IngestConfig, weights: str = "", seed: int = 0):
@@ -215,4 +273,5 @@ class ClipEmbedStage:
             rows.drop_columns(["pixels"])
             .append_column("clip", vector_column(vectors, valid))
             .append_column("clip_model", pa.array([self.embedder.spec.name] * rows.num_rows))
+            .append_column("clip_weights_id", pa.array([self.embedder.weights_id] * rows.num_rows))
         )

@@ -25,9 +25,10 @@ from mrag import storage
 from mrag.config import add_config_arguments, config_from_args, object_kind
 from mrag.decode.stage import DecodeStage
 from mrag.embed.stage import EmbedStage
-from mrag.models import get_model_spec, resolve_weights
+from mrag.models import get_model_spec, weights_id
 from mrag.pipelines.command import run_command
 from mrag.ray_runtime import init_ray, quiet_ray_data
+from mrag.store import schema
 from mrag.store.lance import Store
 from mrag.store.writer import LanceWriteStage
 
@@ -122,8 +123,11 @@ def build_dataset(config: MragConfig, objects: list[storage.ObjectInfo]) -> ray.
             _decode,
             fn_kwargs={
                 "ingest": ingest,
-                "image_size": clip_spec.image_size,
+                # The model's own resize/crop (open_clip's config, via the spec), done here on
+                # cheap CPU tasks; the embed actor only normalises.
+                "preprocess": clip_spec.image_preprocess,
                 "text_spec": text_spec,
+                "text_weights": config.text_weights,
             },
             batch_size=ingest.read_batch_size,
             batch_format="numpy",
@@ -186,17 +190,25 @@ def _done(state: tuple[str, str] | None, obj: storage.ObjectInfo, retry_failed: 
 def run_ingest(config: MragConfig, sources: Sequence[str]) -> IngestSummary:
     """Ingests every new or changed object under ``sources`` into ``config.db_uri``.
 
-    Fails fast (before any work) when the CLIP weights cannot be found. Objects whose fingerprint
-    (etag or mtime, and size) matches a previous run are skipped, so re-running adds no rows.
+    Fails fast (before any work) when the weights cannot be found, or when the database's vectors
+    were made by another model or other weights (``ConfigError`` naming both). Objects whose
+    fingerprint (etag or mtime, and size) matches a previous run are skipped, so re-running adds
+    no rows.
     """
     clip_spec = get_model_spec(config.clip_model)
     text_spec = get_model_spec(config.text_model)
-    resolve_weights(clip_spec, config.clip_weights)
-    resolve_weights(text_spec, config.text_weights)
+    # Finds both models' weights (or fails, saying how to provide them) and names them: the
+    # database must hold vectors of one model and one set of weights per column.
+    provenance = schema.ChunkProvenance(
+        clip=schema.VectorSource(
+            clip_spec.name, weights_id(clip_spec, config.clip_weights, seed=config.seed)
+        ),
+        text=schema.VectorSource(text_spec.name, weights_id(text_spec, config.text_weights)),
+    )
     summary = IngestSummary()
     started = time.perf_counter()
     store = Store(config.db_uri)
-    store.ensure_tables(clip_spec.embed_dim, text_spec.embed_dim)
+    store.ensure_tables(clip_spec.embed_dim, text_spec.embed_dim, provenance)
     previous = store.asset_states()
     objects = list(storage.list_objects(sources, config.ingest.extensions))
     todo = [o for o in objects if not _done(previous.get(o.uri), o, config.ingest.retry_failed)]
@@ -208,7 +220,7 @@ def run_ingest(config: MragConfig, sources: Sequence[str]) -> IngestSummary:
         quiet_ray_data()
         started += summary.ray_startup_s
         dataset = build_dataset(config, todo)
-        writer = LanceWriteStage(config.db_uri)
+        writer = LanceWriteStage(config.db_uri, provenance)
         status: dict[str, str] = {}  # uri → ok, partial or failed
         error_class: dict[str, str] = {}  # uri → why it failed or was cut short
         for rows in _write_batches(dataset, config.ingest.write_batch_rows):

@@ -42,8 +42,17 @@ class Store:
         """The table, or ``None`` when nothing was ever ingested into this database."""
         return self._db.open_table(name) if name in self.table_names() else None
 
-    def ensure_tables(self, clip_dim: int, text_dim: int) -> None:
-        """Creates missing tables; refuses a ``chunks`` table built for other vector widths."""
+    def ensure_tables(
+        self, clip_dim: int, text_dim: int, provenance: schema.ChunkProvenance | None = None
+    ) -> None:
+        """Creates missing tables; refuses a ``chunks`` table whose vectors are not comparable
+        with the job's: other widths, or (given ``provenance``) another model spec or other
+        weights. Vectors of two weights in one column would rank against each other as if they
+        were the same space, and nothing downstream could tell them apart.
+
+        A ``chunks`` table made before rows recorded their weights gains the (null) weights
+        columns; its old rows are checked by model name only.
+        """
         from mrag.errors import ConfigError
 
         existing = set(self.table_names())
@@ -63,6 +72,41 @@ class Store:
                     f"{self.db_uri}: chunks.{column} holds {have}-d vectors but the configured "
                     f"model makes {dim}-d ones; use the models the database was built with or "
                     "a new --db"
+                )
+        if provenance is not None:
+            self._check_provenance(provenance)
+
+    def _check_provenance(self, provenance: schema.ChunkProvenance) -> None:
+        from mrag.errors import ConfigError
+
+        table = self._db.open_table(schema.CHUNKS)
+        missing = [f for f in schema.PROVENANCE_FIELDS if f.name not in table.schema.names]
+        if missing:
+            log.info("%s: adding %s to chunks", self.db_uri, ", ".join(f.name for f in missing))
+            table.add_columns(missing)
+        dataset = table.to_lance()
+        for column, wanted in provenance.by_column().items():
+            model_column, id_column = schema.VECTOR_COLUMNS[column]
+            have = None
+            for recorded in (id_column, model_column):  # older rows may name the model only
+                # Filtered on the string column alone: ms on 500k rows, where adding
+                # ``{column} IS NOT NULL`` reads vectors (0.3 s).
+                found = dataset.to_table(
+                    columns=[model_column, id_column], filter=f"{recorded} IS NOT NULL", limit=1
+                ).to_pylist()
+                if found:
+                    have = schema.VectorSource(found[0][model_column], found[0][id_column] or "")
+                    break
+            if have is None:
+                continue
+            same = have.same_as(wanted) if have.weights_id else have.model == wanted.model
+            if not same:
+                made_by = f"{have.model} with {have.weights_id or 'unrecorded weights'}"
+                raise ConfigError(
+                    f"{self.db_uri}: chunks.{column} holds vectors made by {made_by}, but this "
+                    f"job would add vectors made by {wanted.model} with {wanted.weights_id}; "
+                    "vectors of different weights are not comparable. Use the model and weights "
+                    "the database was built with, or a new --db"
                 )
 
     def upsert(self, name: str, rows: pa.Table) -> None:

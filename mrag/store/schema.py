@@ -8,6 +8,7 @@ keys and ``merge_insert`` turns repeated work into no-ops instead of duplicate r
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import pyarrow as pa
 
@@ -62,8 +63,52 @@ def chunks_schema(clip_dim: int, text_dim: int) -> pa.Schema:
             pa.field("text_vec", pa.list_(pa.float32(), text_dim)),
             pa.field("text_model", pa.string()),
             pa.field("metadata", pa.string()),  # JSON
+            *PROVENANCE_FIELDS,
         ]
     )
+
+
+#: Vector column → (model spec column, weights id column) of the ``chunks`` table.
+VECTOR_COLUMNS = {
+    "clip": ("clip_model", "clip_weights_id"),
+    "text_vec": ("text_model", "text_weights_id"),
+}
+
+#: Which weights made each vector (:func:`mrag.models.weights_id`, e.g. ``local:/m/ckpt.bin
+#: sha256:1f0c…``). Last in the schema: a database made before they existed lacks them, and
+#: :meth:`~mrag.store.lance.Store.ensure_tables` adds them (null for the old rows).
+PROVENANCE_FIELDS = (
+    pa.field("clip_weights_id", pa.string()),
+    pa.field("text_weights_id", pa.string()),
+)
+
+
+@dataclass(frozen=True)
+class VectorSource:
+    """What makes one vector column: a model spec's name and the id of its weights."""
+
+    model: str
+    weights_id: str
+
+    @property
+    def digest(self) -> str:
+        """The part of ``weights_id`` that identifies the weights (``sha256:…``/``seed:…``),
+        not where they were read from: the same file from S3 or a local copy is the same."""
+        return self.weights_id.rsplit(" ", 1)[-1]
+
+    def same_as(self, other: VectorSource) -> bool:
+        return self.model == other.model and self.digest == other.digest
+
+
+@dataclass(frozen=True)
+class ChunkProvenance:
+    """The sources of both vector columns of a job; one database holds one of each."""
+
+    clip: VectorSource
+    text: VectorSource
+
+    def by_column(self) -> dict[str, VectorSource]:
+        return {"clip": self.clip, "text_vec": self.text}
 
 
 def errors_schema() -> pa.Schema:

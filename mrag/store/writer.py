@@ -20,10 +20,18 @@ class LanceWriteStage:
     Takes rows from the decode → embed chain (see ``mrag.decode.stage``) and returns one small
     summary row per input row (``uri``, ``error_class``, ``asset_status``) for the caller to
     count.
+
+    Args:
+        db_uri: the database.
+        provenance: the models and weights the job checked the database against
+            (:meth:`~mrag.store.lance.Store.ensure_tables`). Given, a row whose vector names
+            other weights (an actor that loaded something else) is refused, and rows whose
+            embed stage records no weights id get the job's.
     """
 
-    def __init__(self, db_uri: str) -> None:
+    def __init__(self, db_uri: str, provenance: schema.ChunkProvenance | None = None) -> None:
         self.store = Store(db_uri)
+        self.provenance = provenance
 
     def __call__(self, rows: pa.Table) -> pa.Table:
         import pyarrow as pa
@@ -34,6 +42,8 @@ class LanceWriteStage:
         good, bad = rows.filter(pc.invert(failed)), rows.filter(failed)
 
         chunks = {name: good[name] for name in good.column_names}
+        if self.provenance is not None:
+            chunks.update(_weights_ids(good, self.provenance))
         chunks["metadata"] = pa.array(
             [json.dumps({"title": t}) if t else None for t in good["title"].to_pylist()],
             pa.string(),
@@ -80,6 +90,35 @@ class LanceWriteStage:
 
     def _schema(self, name: str) -> pa.Schema:
         return self.store.open(name).schema
+
+
+def _weights_ids(rows: pa.Table, provenance: schema.ChunkProvenance) -> dict[str, pa.Array]:
+    """The weights id columns for rows with vectors: checked against the job's, or filled in."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from mrag.errors import MragError
+
+    columns = {}
+    for column, wanted in provenance.by_column().items():
+        model_column, id_column = schema.VECTOR_COLUMNS[column]
+        if column not in rows.column_names:
+            continue
+        has_vector = pc.is_valid(rows[column])
+        if id_column not in rows.column_names:  # an embed stage that records no weights id
+            ids = pa.repeat(pa.scalar(wanted.weights_id), rows.num_rows)
+            columns[id_column] = pc.if_else(has_vector, ids, pa.scalar(None, pa.string()))
+            continue
+        made = rows.filter(has_vector)
+        pairs = zip(made[model_column].to_pylist(), made[id_column].to_pylist(), strict=True)
+        for model, weights_id in set(pairs):
+            if not wanted.same_as(schema.VectorSource(model, weights_id or "")):
+                raise MragError(
+                    f"rows have {column} vectors made by {model} with {weights_id}, but the job "
+                    f"checked the database for {wanted.model} with {wanted.weights_id}; "
+                    "refusing to mix them in one column"
+                )
+    return columns
 
 
 def _first_row_per_uri(rows: pa.Table) -> pa.Table:

@@ -74,3 +74,41 @@ def test_cuda_fp16_matches_cpu() -> None:
     gpu = ClipEmbedder(SPEC, device="cuda", dtype="fp16").embed_images(_pixels(4))
     cpu = ClipEmbedder(SPEC).embed_images(_pixels(4))
     assert np.all(np.sum(gpu * cpu, axis=1) > 0.99)
+
+
+def test_a_checkpoint_of_a_custom_config_loads_and_is_named(tmp_path) -> None:
+    """``--clip-weights`` for a spec with its own ``model_cfg`` (not an open_clip name)."""
+    import hashlib
+
+    import torch
+
+    seeded = ClipEmbedder(SPEC, seed=5)
+    assert seeded.weights_id == "random-init seed:5"
+    checkpoint = tmp_path / "tiny.bin"
+    torch.save(seeded.model.state_dict(), checkpoint)
+    loaded = ClipEmbedder(SPEC, weights=str(checkpoint))  # seed 0, overwritten by the file
+    np.testing.assert_allclose(
+        loaded.embed_images(_pixels(2)), seeded.embed_images(_pixels(2)), atol=1e-6
+    )
+    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:16]
+    assert loaded.weights_id == f"local:{checkpoint} sha256:{digest}"
+
+
+def test_stage_rows_name_the_model_and_weights() -> None:
+    import pyarrow as pa
+
+    from mrag.config import IngestConfig
+    from mrag.embed.clip import ClipEmbedStage
+
+    stage = ClipEmbedStage(SPEC, IngestConfig(torch_threads=1), seed=2)
+    rows = pa.table(
+        {
+            "error_class": ["", ""],
+            "pixels": [_pixels(1).tobytes(), b""],
+            "text": [None, "a note"],
+            "modality": ["image", "text"],
+        }
+    )
+    out = stage(rows)
+    assert out["clip_model"].to_pylist() == [SPEC.name] * 2
+    assert out["clip_weights_id"].to_pylist() == ["random-init seed:2"] * 2
