@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mrag.config import MragConfig
-from mrag.errors import ConfigError, DecodeError, MragError
+from mrag.errors import DecodeError, MragError
 from mrag.models import get_model_spec
 from mrag.query import decode_query_image
 from mrag.retrieve.search import Retriever, describe_error
@@ -309,16 +309,10 @@ def _check_vector_width(retriever: Retriever, embed_dim: int) -> None:
     """Fails the replica at start-up, not per request, when the DB was built by another model."""
     from mrag.store import schema
 
-    table = retriever.store.open(schema.CHUNKS)
-    if table is None:
+    if retriever.store.open(schema.CHUNKS) is None:
         log.warning("%s has no chunks table yet; searches return no hits", retriever.store.db_uri)
         return
-    have = table.schema.field("clip").type.list_size
-    if have != embed_dim:
-        raise ConfigError(
-            f"{retriever.store.db_uri}: chunks.clip holds {have}-d vectors but the CLIP model "
-            f"makes {embed_dim}-d ones; serve with the model the database was built with"
-        )
+    retriever.store.check_vector_widths({"clip": embed_dim})
 
 
 # Pickled by value by Serve (the module attribute is the Deployment, not the class): every global

@@ -53,7 +53,6 @@ class Store:
         A ``chunks`` table made before rows recorded their weights gains the (null) weights
         columns; its old rows are checked by model name only.
         """
-        from mrag.errors import ConfigError
 
         existing = set(self.table_names())
         wanted = {
@@ -64,17 +63,26 @@ class Store:
         for name, table_schema in wanted.items():
             if name not in existing:
                 self._db.create_table(name, schema=table_schema, exist_ok=True)
-        chunks = self._db.open_table(schema.CHUNKS).schema
-        for column, dim in (("clip", clip_dim), ("text_vec", text_dim)):
-            have = chunks.field(column).type.list_size
+        self.check_vector_widths({"clip": clip_dim, "text_vec": text_dim})
+        if provenance is not None:
+            self._check_provenance(provenance)
+
+    def check_vector_widths(self, widths: dict[str, int]) -> None:
+        """The one vector-width check (ingest and serve): ``{"clip": 512}`` must match the
+        ``chunks`` columns' widths, else a :class:`ConfigError` naming both. No table, no check."""
+        from mrag.errors import ConfigError
+
+        table = self.open(schema.CHUNKS)
+        if table is None:
+            return
+        for column, dim in widths.items():
+            have = table.schema.field(column).type.list_size
             if have != dim:
                 raise ConfigError(
                     f"{self.db_uri}: chunks.{column} holds {have}-d vectors but the configured "
                     f"model makes {dim}-d ones; use the models the database was built with or "
                     "a new --db"
                 )
-        if provenance is not None:
-            self._check_provenance(provenance)
 
     def _check_provenance(self, provenance: schema.ChunkProvenance) -> None:
         from mrag.errors import ConfigError
