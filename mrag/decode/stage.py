@@ -22,6 +22,7 @@ import pyarrow as pa
 from mrag import storage
 from mrag.config import object_kind
 from mrag.decode.image import decode_image, thumbnail_jpeg
+from mrag.decode.text import DecodedText
 from mrag.errors import DecodeError
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ def chunk_rows_schema() -> pa.Schema:
             ("char_end", pa.int64()),
             ("text", pa.string()),
             ("title", pa.string()),
+            ("context", pa.string()),  # "title — section" a text chunk is embedded/indexed with
             ("pixels", pa.binary()),
             ("thumbnail", pa.binary()),
             ("width_px", pa.int32()),
@@ -199,7 +201,7 @@ class DecodeStage:
             from mrag.decode.text import decode_text
 
             decoded = decode_text(data, kind=kind)
-            return self._text_rows(decoded.text, page=None, title=decoded.title), None
+            return self._text_rows(decoded, page=None), None
         if kind == "pdf":
             return self._pdf_rows(data)
         raise DecodeError(
@@ -224,11 +226,13 @@ class DecodeStage:
             "height_px": decoded.height_px,
         }
 
-    def _text_rows(self, text: str, *, page: int | None, title: str | None) -> list[dict[str, Any]]:
+    def _text_rows(self, decoded: DecodedText, *, page: int | None) -> list[dict[str, Any]]:
+        """Token windows of the text; each carries its context (title, section heading), which
+        is embedded and indexed with it while ``text`` and the offsets stay the page's own."""
         from mrag.chunk import chunk_text
 
         chunks = chunk_text(
-            text,
+            decoded.text,
             max_tokens=self.ingest.chunk_max_tokens,
             overlap_tokens=self.ingest.chunk_overlap_tokens,
             count_tokens=_token_counter(self.text_spec, self.text_weights),
@@ -242,7 +246,8 @@ class DecodeStage:
                 "char_start": c.char_start,
                 "char_end": c.char_end,
                 "text": c.text,
-                "title": title,
+                "title": decoded.title,
+                "context": decoded.context_at(c.char_start),
             }
             for c in chunks
         ]
@@ -280,7 +285,7 @@ class DecodeStage:
                 }
             )
             if page.text.strip():
-                rows.extend(self._text_rows(page.text, page=page.page, title=None))
+                rows.extend(self._text_rows(DecodedText(page.text), page=page.page))
         left_out = None
         if decoded.omitted_pages:
             left_out = DecodeError(

@@ -16,7 +16,6 @@ import codecs
 import re
 import unicodedata
 from dataclasses import dataclass
-from html.parser import HTMLParser
 
 from mrag.errors import DecodeError
 
@@ -54,6 +53,50 @@ _CP1252_MARKS = bytes(
 class DecodedText:
     text: str  # single spaces, "\n" line breaks, "\n\n" paragraph breaks; never blank
     title: str | None = None
+    # (char offset in ``text``, heading) for every section heading found, in order: the context
+    # each chunk is embedded and indexed with (see :func:`section_at`).
+    sections: tuple[tuple[int, str], ...] = ()
+
+    def context_at(self, char_start: int) -> str:
+        """``title — section`` for a chunk starting at ``char_start`` ("" when neither is known)."""
+        section = section_at(self.sections, char_start)
+        parts = [p for p in (self.title, section) if p]
+        if len(parts) == 2 and parts[0].startswith(parts[1]):
+            parts = parts[:1]  # the page's first heading, which its title repeats
+        elif len(parts) == 2 and parts[1].startswith(parts[0]):
+            parts = parts[1:]
+        return " — ".join(parts)
+
+
+def section_at(sections: tuple[tuple[int, str], ...], char_start: int) -> str | None:
+    """The heading of the section that ``char_start`` falls in: the last one at or before it."""
+    found = None
+    for offset, heading in sections:
+        if offset > char_start:
+            break
+        found = heading
+    return found
+
+
+def locate_sections(text: str, headings: list[str]) -> tuple[tuple[int, str], ...]:
+    """Finds each heading, in order, as the start of a line of ``text``; unfound ones are skipped.
+
+    Decoders know their headings from the markup; this maps them onto the cleaned text, so the
+    offsets are those the chunker's ``char_start`` uses.
+    """
+    located: list[tuple[int, str]] = []
+    cursor = 0
+    for heading in headings:
+        heading = " ".join(heading.split())
+        if not heading:
+            continue
+        at = text.find(heading, cursor)
+        while at > 0 and text[at - 1] != "\n":
+            at = text.find(heading, at + 1)
+        if at >= 0:
+            located.append((at, heading))
+            cursor = at + len(heading)
+    return tuple(located)
 
 
 def decode_text(data: bytes, *, kind: str) -> DecodedText:
@@ -70,8 +113,9 @@ def decode_text(data: bytes, *, kind: str) -> DecodedText:
     if kind == "html":
         decoded = _html_to_text(raw)
     elif kind == "markdown":
-        body, title = _markdown_to_text(raw)
-        decoded = DecodedText(clean_text(body), title)
+        body, title, headings = _markdown_to_text(raw)
+        text = clean_text(body)
+        decoded = DecodedText(text, title, locate_sections(text, headings))
     else:
         decoded = DecodedText(clean_text(raw))
     if not decoded.text:
@@ -224,10 +268,10 @@ _INLINE_RULES = [
 ]
 
 
-def _markdown_to_text(markdown: str) -> tuple[str, str | None]:
-    """Markdown → readable text and a title (front matter ``title:``, else the first level-1
-    heading). Markup goes; headings, list items, link text, image alt text and the contents of
-    code blocks and code spans stay, as text."""
+def _markdown_to_text(markdown: str) -> tuple[str, str | None, list[str]]:
+    """Markdown → readable text, a title (front matter ``title:``, else the first level-1
+    heading) and the headings in order. Markup goes; headings, list items, link text, image alt
+    text and the contents of code blocks and code spans stay, as text."""
     markdown = markdown.replace("\r\n", "\n").replace("\r", "\n")
     title = None
     front = _FRONT_MATTER.match(markdown)
@@ -237,6 +281,7 @@ def _markdown_to_text(markdown: str) -> tuple[str, str | None]:
         markdown = markdown[front.end() :]
     markdown = re.sub(r"<!--.*?-->", "", markdown, flags=re.S)
     out: list[str] = []
+    headings: list[str] = []
     fence: str | None = None
     for line in markdown.split("\n"):
         opener = _FENCE.match(line)
@@ -256,11 +301,13 @@ def _markdown_to_text(markdown: str) -> tuple[str, str | None]:
             text = _inline(heading.group(2))
             if title is None and len(heading.group(1)) == 1 and text:
                 title = text
+            headings.append(text)
             out.extend(["", text, ""])
             continue
         if out and out[-1].strip() and _SETEXT_UNDERLINE.match(line):
             if title is None and line.strip().startswith("="):
                 title = out[-1].strip()
+            headings.append(out[-1].strip())
             out.append("")
             continue
         if "-" in line and _TABLE_DELIMITER.match(line) and not _THEMATIC_BREAK.match(line):
@@ -270,7 +317,7 @@ def _markdown_to_text(markdown: str) -> tuple[str, str | None]:
             continue
         line = _LIST_MARKER.sub("", _BLOCK_QUOTE.sub("", line))
         out.append(_inline(line))
-    return "\n".join(out), title
+    return "\n".join(out), title, headings
 
 
 def _inline(line: str) -> str:
@@ -301,14 +348,6 @@ _DECLARED_CHARSET = re.compile(
 )
 # WHATWG: browsers read these labels as windows-1252, and so do the pages' authors.
 _WINDOWS_1252_LABELS = {"iso-8859-1", "iso8859-1", "latin1", "latin-1", "l1", "ascii", "us-ascii"}
-_INVISIBLE = {"script", "style", "noscript", "template", "svg", "iframe", "object"}
-_HEAD_CONTENT = {"title", "meta", "link", "style", "script", "noscript", "base", "template"}
-_BLOCK = {
-    "p", "div", "section", "article", "header", "footer", "main", "aside", "nav", "li", "ul",
-    "ol", "table", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "figure",
-    "figcaption", "dl", "dt", "dd", "form", "fieldset", "address", "hr", "details", "summary",
-    "caption", "body",
-}  # fmt: skip
 
 
 def _declared_charset(data: bytes) -> str | None:
@@ -326,77 +365,58 @@ def _declared_charset(data: bytes) -> str | None:
     return None if name.startswith(("utf-8", "utf-16", "utf-32", "utf-7")) else name
 
 
-class _VisibleText(HTMLParser):
-    """Collects the text a browser shows, with block elements as paragraph breaks.
-
-    Follows HTML5's forgiving rules where pages rely on them: ``<head>`` ends at the first tag
-    or text that cannot be in it (many pages never close it), and a ``<title>`` inside an SVG
-    icon is not the page title.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.title_parts: list[str] = []
-        self._hidden: dict[str, int] = dict.fromkeys(_INVISIBLE, 0)
-        self._in_head = False
-        self._in_title = False
-        self._title_done = False
-        self._pre_depth = 0
-
-    def _visible(self) -> bool:
-        return not self._in_head and not any(self._hidden.values())
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        if self._in_head and tag not in _HEAD_CONTENT:
-            self._in_head = False  # <body>, or any body content, implies </head>
-        if tag == "head":
-            self._in_head = True
-        elif tag == "title":
-            self._in_title = not self._title_done and not self._hidden["svg"]
-        elif tag in _INVISIBLE:
-            self._hidden[tag] += 1
-        elif not self._visible():
-            return
-        elif tag == "br":
-            self.parts.append("\n")
-        elif tag in _BLOCK:
-            self.parts.append("\n\n")
-            self._pre_depth += tag == "pre"
-        elif tag in ("td", "th"):
-            self.parts.append(" ")
-
-    def handle_startendtag(self, tag: str, attrs: list) -> None:
-        if tag not in _INVISIBLE and tag not in ("title", "pre", "head"):  # nothing to balance
-            self.handle_starttag(tag, attrs)
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "head":
-            self._in_head = False
-        elif tag == "title":
-            if self._in_title:
-                self._title_done = True
-            self._in_title = False
-        elif tag in _INVISIBLE:
-            self._hidden[tag] = max(0, self._hidden[tag] - 1)
-        elif tag in _BLOCK and self._visible():
-            self.parts.append("\n\n")
-            if tag == "pre":
-                self._pre_depth = max(0, self._pre_depth - 1)
-
-    def handle_data(self, data: str) -> None:
-        if self._in_title:
-            self.title_parts.append(data)
-            return
-        if self._in_head and data.strip() and not any(self._hidden.values()):
-            self._in_head = False  # stray text: browsers show it, as body content
-        if self._visible():
-            self.parts.append(data if self._pre_depth else re.sub(r"\s+", " ", data))
+# Page chrome, by the markup sites use for it: landmarks and the class names of the common
+# documentation generators (Sphinx: sphinxsidebar, related; DocBook: navheader, navfooter, toc).
+_CHROME = (
+    "nav, aside, [role=navigation], [role=banner], [role=contentinfo], [role=complementary], "
+    "[role=search], .sphinxsidebar, .related, .navheader, .navfooter, .breadcrumb, .breadcrumbs, "
+    ".sidebar, #sidebar, .menu, .skip-link, .toc, #toc, .footer, #footer"
+)
+_SECTIONING = {"article", "main", "section"}  # a header/footer inside one belongs to the content
 
 
 def _html_to_text(html: str) -> DecodedText:
-    parser = _VisibleText()
-    parser.feed(html)
-    parser.close()
-    title = " ".join("".join(parser.title_parts).split()) or None
-    return DecodedText(clean_text("".join(parser.parts)), title)
+    """A page's main content (navigation, sidebars, page header and footer left out), its title
+    and section headings.
+
+    Main content is the page's ``<main>``/``role="main"`` element when it has one, else its body,
+    less the chrome that the markup marks as such (``_CHROME``; a page-level ``<header>`` or
+    ``<footer>``). Measured against each page's own content element (word precision / recall,
+    pages/s on 2 cores): the Python 3.11 library manual (317 Sphinx pages) 1.000 / 0.997 at 475;
+    Debian's reference manual (15 DocBook pages) 0.999 / 0.999 at 376. Generic extractors did
+    worse on both: trafilatura 0.995 / 0.918 at 34 and 0.999 / 0.886 at 19; resiliparse's
+    ``main_content`` heuristic 1.000 / 0.903 and 0.948 / 0.674 (it drops tables and whole
+    paragraphs of DocBook); this module's visible-text parser alone 0.810 / 1.000 (sidebar text
+    on every page). Text and title come from resiliparse (``extract_plain_text``, ``title``).
+    """
+    from resiliparse.extract.html2text import extract_plain_text
+    from resiliparse.parse.html import HTMLTree
+
+    tree = HTMLTree.parse(html)
+    title = " ".join((tree.title or "").split()) or None
+    root = tree.document.query_selector("main, [role=main]") if tree.document else None
+    root = root or tree.body
+    if root is None:  # not even an implied <body>: nothing a browser would show
+        return DecodedText("", title)
+    for node in [*root.query_selector_all(_CHROME), *_page_level(root, "header, footer")]:
+        if node.parent is not None:
+            node.parent.remove_child(node)
+    source = tree if root is tree.body else root.html
+    options = {"alt_texts": False, "links": False, "form_fields": False, "main_content": False}
+    text = clean_text(extract_plain_text(source, **options))
+    headings = [
+        node.text.rstrip("¶#§ ") for node in root.query_selector_all("h1, h2, h3, h4, h5, h6")
+    ]
+    return DecodedText(text, title, locate_sections(text, headings))
+
+
+def _page_level(root, selector: str) -> list:
+    """Elements matching ``selector`` that are not inside an article, main or section."""
+    found = []
+    for node in root.query_selector_all(selector):
+        parent = node.parent
+        while parent is not None and parent is not root and parent.tag not in _SECTIONING:
+            parent = parent.parent
+        if parent is None or parent is root:
+            found.append(node)
+    return found

@@ -194,6 +194,13 @@ def _prompts(checkpoint_prompts: dict[str, str], spec: ModelSpec) -> tuple[str, 
     return query or spec.query_prefix, passage or spec.passage_prefix
 
 
+def with_context(text: str, context: str | None) -> str:
+    """What the text encoder embeds for a chunk: its context (document title, section heading)
+    on a line before the chunk's own text, so a window deep in a page still says what it is
+    about."""
+    return f"{context}\n{text}" if context else text
+
+
 class TextEmbedStage:
     """Ray Data callable class: fills ``text_vec`` for good ``text`` rows (null elsewhere)."""
 
@@ -212,11 +219,13 @@ class TextEmbedStage:
 
         errors = rows["error_class"].to_pylist()
         texts = rows["text"].to_pylist()
+        contexts = rows["context"].to_pylist() if "context" in rows.column_names else None
         modalities = rows["modality"].to_pylist()
         todo = [i for i, e in enumerate(errors) if not e and modalities[i] == "text" and texts[i]]
         vectors = np.zeros((rows.num_rows, self.embedder.embed_dim), dtype=np.float32)
         if todo:
-            vectors[todo] = self.embedder.embed_texts([texts[i] for i in todo])
+            passages = [with_context(texts[i], contexts[i] if contexts else None) for i in todo]
+            vectors[todo] = self.embedder.embed_texts(passages)
         valid = np.zeros(rows.num_rows, dtype=bool)
         valid[todo] = True
         model = [self.embedder.spec.name if v else None for v in valid]

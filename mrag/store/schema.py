@@ -55,6 +55,7 @@ def chunks_schema(clip_dim: int, text_dim: int) -> pa.Schema:
             pa.field("char_start", pa.int64()),
             pa.field("char_end", pa.int64()),
             pa.field("text", pa.string()),
+            pa.field("context", pa.string()),  # title — section, embedded/indexed with text
             pa.field("width_px", pa.int32()),
             pa.field("height_px", pa.int32()),
             pa.field("thumbnail", pa.binary()),

@@ -164,3 +164,55 @@ def test_html_with_only_markup_is_empty() -> None:
 def test_unknown_kind_is_a_caller_bug() -> None:
     with pytest.raises(ValueError, match="unknown text kind"):
         decode_text(b"hello", kind="docx")
+
+
+SPHINX_LIKE = b"""<!doctype html><html><head><title>heapq - Heap queue algorithm</title></head>
+<body>
+<div class="related" role="navigation"><ul><li><a href="index.html">index</a></li>
+<li>next: bisect</li></ul></div>
+<div class="document"><div class="body" role="main">
+<section><h1>heapq - Heap queue algorithm<a class="headerlink" href="#x">\xc2\xb6</a></h1>
+<p>This module provides an implementation of the heap queue algorithm.</p>
+<section><h2>Basic Examples<a class="headerlink" href="#y">\xc2\xb6</a></h2>
+<p>A heapsort can be implemented by pushing all values onto a heap.</p>
+<table><tr><td>heappush</td><td>push an item</td></tr></table></section></section>
+</div></div>
+<div class="sphinxsidebar" role="navigation"><h3>Next topic</h3>
+<p>bisect - Array bisection algorithm</p><h3>This Page</h3><p>Report a Bug</p></div>
+<div class="footer">Copyright 2001-2023.</div></body></html>"""
+
+
+def test_html_keeps_the_main_content_and_drops_page_chrome() -> None:
+    decoded = decode_text(SPHINX_LIKE, kind="html")
+    assert "heap queue algorithm" in decoded.text
+    assert "heappush push an item" in decoded.text  # tables are content
+    for chrome in ("Next topic", "bisect", "Report a Bug", "Copyright", "index"):
+        assert chrome not in decoded.text
+
+
+def test_html_without_a_main_element_drops_landmark_chrome_but_keeps_article_headers() -> None:
+    html = b"""<html><head><title>Blog</title></head><body>
+    <header><a href="/">Site name</a> Home About</header><nav>Archive 2024 2025</nav>
+    <article><header><h1>Tides explained</h1><p>by A. Writer</p></header>
+    <p>The moon pulls the oceans into two bulges.</p><footer>Filed under: science</footer></article>
+    <aside>Popular posts: gardening</aside><footer>Contact us</footer></body></html>"""
+    text = decode_text(html, kind="html").text
+    assert "Tides explained" in text and "by A. Writer" in text and "two bulges" in text
+    assert "Filed under: science" in text  # the article's own footer is content
+    for chrome in ("Site name", "Archive 2024", "Popular posts", "Contact us"):
+        assert chrome not in text
+
+
+def test_each_chunk_knows_its_title_and_section() -> None:
+    decoded = decode_text(SPHINX_LIKE, kind="html")
+    assert [heading for _, heading in decoded.sections] == [
+        "heapq - Heap queue algorithm",
+        "Basic Examples",
+    ]
+    examples_at = decoded.text.index("A heapsort")
+    assert decoded.context_at(examples_at) == "heapq - Heap queue algorithm — Basic Examples"
+    assert decoded.context_at(0) == "heapq - Heap queue algorithm"  # the title repeats the h1
+    markdown = b"# Travel Log\n\nIntro.\n\n## Day one\n\nRain all day.\n\n## Day two\n\nSun."
+    md = decode_text(markdown, kind="markdown")
+    assert md.context_at(md.text.index("Sun.")) == "Travel Log — Day two"
+    assert decode_text(b"plain words only", kind="text").context_at(0) == ""
