@@ -163,6 +163,11 @@ def _load_sentence_transformer(path: Path, device: str, dtype: torch.dtype) -> S
         raise ImportError(
             "the text encoder needs sentence-transformers: pip install sentence-transformers==6.2.0"
         ) from exc
+    from transformers.utils import logging as transformers_logging
+
+    # transformers 5 draws a "Loading weights" progress bar on stderr for every model load:
+    # noise in CLI output, job logs and notebooks.
+    transformers_logging.disable_progress_bar()
     model_kwargs = {"dtype": dtype}
     if (path / "modules.json").is_file():
         return SentenceTransformer(
