@@ -17,6 +17,7 @@ from mrag.errors import MragError
 from mrag.pipelines import demo as demo_job
 from mrag.pipelines import index as index_job
 from mrag.pipelines import ingest as ingest_job
+from mrag.pipelines import prune as prune_job
 from mrag.pipelines.command import run_command
 
 if TYPE_CHECKING:
@@ -108,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     index = sub.add_parser("index", help="build or update full-text, scalar and vector indices")
     index_job.add_arguments(index)
     index.set_defaults(run=index_job.command)
+
+    prune = sub.add_parser("prune", help="remove the rows of objects gone from the sources")
+    prune_job.add_arguments(prune)
+    prune.set_defaults(run=prune_job.command)
 
     evaluation = sub.add_parser("eval", help="recall@k, nDCG@10, MRR per mode on BEIR files")
     add_config_arguments(evaluation)

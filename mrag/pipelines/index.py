@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -106,6 +107,53 @@ def build_indices(
     return report
 
 
+@dataclass
+class MaintenanceReport:
+    """What :func:`maintain` did per table."""
+
+    tables: dict[str, dict[str, int]] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+    def render(self) -> str:
+        lines = [
+            f"{name}: " + ", ".join(f"{k}={v}" for k, v in info.items())
+            for name, info in self.tables.items()
+        ]
+        return "\n".join([*lines, f"maintenance done in {self.elapsed_s:.1f} s"])
+
+
+def maintain(
+    store: Store, *, keep_versions_for: timedelta = timedelta(hours=1)
+) -> MaintenanceReport:
+    """Compacts every table, folds new rows into its indices and removes old versions and the
+    data files no version references (what a killed job leaves behind).
+
+    Only safe while no job writes to the database: an unreferenced file may be one a running
+    writer has not committed yet (Lance cannot tell the two apart). Versions newer than
+    ``keep_versions_for`` stay, so readers still on one are not cut off.
+    """
+    started = time.perf_counter()
+    report = MaintenanceReport()
+    for name in store.table_names():
+        dataset = store.open(name).to_lance()
+        compacted = dataset.optimize.compact_files()
+        dataset = store.open(name).to_lance()
+        dataset.optimize.optimize_indices()
+        cleaned = (
+            store.open(name)
+            .to_lance()
+            .cleanup_old_versions(older_than=keep_versions_for, delete_unverified=True)
+        )
+        report.tables[name] = {
+            "fragments_removed": compacted.fragments_removed,
+            "fragments_added": compacted.fragments_added,
+            "old_versions_removed": cleaned.old_versions,
+            "bytes_removed": cleaned.bytes_removed,
+        }
+    report.elapsed_s = time.perf_counter() - started
+    return report
+
+
 def measure_recall(table: Any, column: str, *, sample: int, k: int = 10) -> float:
     """Mean recall@k of the indexed search (as the retriever runs it) against exact search.
 
@@ -150,13 +198,29 @@ def measure_recall(table: Any, column: str, *, sample: int, k: int = 10) -> floa
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--rebuild", action="store_true", help="retrain vector indices")
+    parser.add_argument(
+        "--maintain",
+        action="store_true",
+        help="also compact, optimise indices and remove old versions and orphan files "
+        "(run it while no ingest writes)",
+    )
+    parser.add_argument(
+        "--keep-versions-hours",
+        type=float,
+        default=1.0,
+        help="with --maintain: keep versions newer than this (default 1)",
+    )
 
 
 def command(args: argparse.Namespace) -> int:
     from mrag.store.lance import Store
 
     config = config_from_args(args)
-    print(build_indices(Store(config.db_uri), config.index, rebuild_vectors=args.rebuild).render())
+    store = Store(config.db_uri)
+    print(build_indices(store, config.index, rebuild_vectors=args.rebuild).render())
+    if args.maintain:
+        kept = timedelta(hours=args.keep_versions_hours)
+        print(maintain(store, keep_versions_for=kept).render())
     return 0
 
 

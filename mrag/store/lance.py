@@ -18,6 +18,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _KEYS = {schema.ASSETS: "uri", schema.CHUNKS: "chunk_id", schema.ERRORS: "error_id"}
+#: BTREE indices made with each table: the key (``merge_insert`` joins on it through the index
+#: instead of scanning the column) and ``uri`` (what ``forget`` and ``prune`` delete by).
+_KEY_INDICES = {
+    schema.ASSETS: ("uri",),
+    schema.CHUNKS: ("chunk_id", "uri"),
+    schema.ERRORS: ("error_id", "uri"),
+}
 
 
 class Store:
@@ -63,9 +70,17 @@ class Store:
         for name, table_schema in wanted.items():
             if name not in existing:
                 self._db.create_table(name, schema=table_schema, exist_ok=True)
+            self._ensure_key_indices(name)
         self.check_vector_widths({"clip": clip_dim, "text_vec": text_dim})
         if provenance is not None:
             self._check_provenance(provenance)
+
+    def _ensure_key_indices(self, name: str) -> None:
+        table = self._db.open_table(name)
+        indexed = {tuple(i.columns) for i in table.list_indices()}
+        for column in _KEY_INDICES[name]:
+            if (column,) not in indexed:
+                table.to_lance().create_scalar_index(column, index_type="BTREE")
 
     def check_vector_widths(self, widths: dict[str, int]) -> None:
         """The one vector-width check (ingest and serve): ``{"clip": 512}`` must match the
@@ -129,20 +144,59 @@ class Store:
             .execute(rows, on_bad_vectors="null")  # null = "no vector in this space"
         )
 
-    def forget(self, uris: Sequence[str], batch_size: int = 500) -> None:
-        """Deletes the chunks and error rows of these objects, before they are ingested again.
+    def append(self, name: str, rows: pa.Table, properties: dict[str, str] | None = None) -> int:
+        """Appends rows in one commit and returns the table version it made.
 
-        Done before the new version is written, not after: if the job dies in between, the
-        ``assets`` row still holds the old fingerprint, so the next run redoes the object rather
-        than skipping it with stale rows left behind. Only the given uris are touched.
+        No key join: the cost is the batch's, whatever the table's size. The caller guarantees
+        the keys are new (the ingest job forgets an object's rows before it writes them again,
+        and its one committer drops repeats; docs/architecture.md, "Commit protocol").
+        ``properties`` are recorded with the transaction (``read_transaction(version)``).
         """
-        for name in (schema.CHUNKS, schema.ERRORS):
+        dataset = self._db.open_table(name).to_lance()
+        if rows.num_rows == 0:
+            return dataset.version
+        # ``insert`` moves this dataset object to the version its commit made.
+        dataset.insert(
+            _null_bad_vectors(rows), mode="append", transaction_properties=properties or {}
+        )
+        return dataset.version
+
+    def forget(
+        self, uris: Sequence[str], batch_size: int = 500, *, tables: Sequence[str] | None = None
+    ) -> int:
+        """Deletes every row of these objects (their chunks, errors and ``assets`` row, unless
+        ``tables`` says otherwise) before they are ingested again; returns the rows deleted.
+
+        Done before the new version is written, not after: from then on the object has no
+        ``assets`` row, so a job that dies before the object is complete leaves it to be redone,
+        never skipped with stale or missing rows. Deletes go through the ``uri`` index and only
+        batches that match anything commit a version. Only the given uris are touched.
+        """
+        deleted = 0
+        for name in tables or (schema.CHUNKS, schema.ERRORS, schema.ASSETS):
             table = self.open(name)
-            if table is None:
+            if table is None or table.count_rows() == 0:
                 continue
             for start in range(0, len(uris), batch_size):
                 wanted = ", ".join(schema.sql_literal(u) for u in uris[start : start + batch_size])
-                table.delete(f"uri IN ({wanted})")
+                predicate = f"uri IN ({wanted})"
+                found = table.count_rows(predicate)
+                if found:
+                    table.delete(predicate)
+                    deleted += found
+        return deleted
+
+    def asset_table(self) -> pa.Table:
+        """``uri``, ``fingerprint``, ``status`` of every object processed before (Arrow, not
+        Python objects: the planning join runs in Arrow whatever the corpus size)."""
+        import pyarrow as pa
+
+        assets = self.open(schema.ASSETS)
+        if assets is None:
+            return pa.table(
+                {c: pa.array([], pa.string()) for c in ("uri", "fingerprint", "status")}
+            )
+        return assets.to_lance().to_table(columns=["uri", "fingerprint", "status"])
 
     def asset_states(self) -> dict[str, tuple[str, str]]:
         """``uri → (fingerprint, status)`` of every object processed before, to skip unchanged
@@ -159,7 +213,9 @@ class Store:
         }
 
     def optimize(self) -> None:
-        """Compacts the small fragments that streaming writes leave behind (faster scans)."""
+        """Compacts the small fragments that streaming writes leave behind (faster scans) and
+        folds the rows appended since into every index. Old versions are kept (LanceDB's
+        default of 7 days): a reader may still be on one."""
         for name in self.table_names():
             self._db.open_table(name).optimize()
 
@@ -172,3 +228,25 @@ class Store:
         if table is None:
             raise TableNotFoundError(f"{self.db_uri} has no {name} table; run `mrag ingest` first")
         return table.to_lance().to_table(columns=columns)
+
+
+def _null_bad_vectors(rows: pa.Table) -> pa.Table:
+    """Vectors holding NaN become null ("no vector in this space"), as LanceDB's
+    ``on_bad_vectors="null"`` does for its own writes."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for index, field in enumerate(rows.schema):
+        if not pa.types.is_fixed_size_list(field.type) or rows.num_rows == 0:
+            continue
+        column = rows.column(index).combine_chunks()
+        size = field.type.list_size
+        values = column.values.slice(column.offset * size, len(column) * size)
+        nan = pc.fill_null(pc.is_nan(values), False).to_numpy(zero_copy_only=False)
+        valid = column.is_valid().to_numpy(zero_copy_only=False)
+        bad = nan.reshape(len(column), size).any(axis=1) & valid
+        if not bad.any():
+            continue
+        cleaned = pc.if_else(pa.array(bad), pa.nulls(len(column), field.type), column)
+        rows = rows.set_column(index, field, cleaned)
+    return rows

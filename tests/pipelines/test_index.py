@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -84,3 +86,32 @@ def test_vector_index_is_built_past_the_threshold_and_recall_measured(tmp_path) 
         "hybrid", k=5, text="zephyrine quokka", clip_vector=vectors[7], text_vector=vectors[0]
     )
     assert hybrid[0].chunk_id == "c7"  # first in FTS and in the clip space
+
+
+def test_maintenance_compacts_and_removes_a_killed_writers_orphan_files(tmp_path) -> None:
+    from datetime import timedelta
+
+    import lance
+
+    from mrag.pipelines.index import maintain
+
+    store = Store(str(tmp_path / "db"))
+    _fill(store, 40)
+    _fill(store, 40, seed=1)  # same keys again: upserts make more fragments and versions
+    table = store.open(schema.CHUNKS)
+    dataset = table.to_lance()
+    # A writer killed after writing its data files, before committing them.
+    lance.fragment.write_fragments(dataset.to_table(limit=5), dataset.uri, schema=dataset.schema)
+    data_dir = Path(dataset.uri) / "data"
+    files_before = set(data_dir.iterdir())
+    referenced = {Path(f.path).name for frag in dataset.get_fragments()
+                  for f in frag.metadata.files}  # fmt: skip
+    orphans = {p for p in files_before if p.name not in referenced}
+    assert orphans
+    rows = sorted(store.read(schema.CHUNKS, ["chunk_id"])["chunk_id"].to_pylist())
+
+    report = maintain(store, keep_versions_for=timedelta(0))
+    assert report.tables[schema.CHUNKS]["old_versions_removed"] >= 1
+    assert not orphans & set(data_dir.iterdir())
+    assert sorted(store.read(schema.CHUNKS, ["chunk_id"])["chunk_id"].to_pylist()) == rows
+    assert len(store.open(schema.CHUNKS).to_lance().get_fragments()) == 1

@@ -102,9 +102,15 @@ def test_commits_gather_finished_blocks_into_batches(ray_local) -> None:
     import ray.data
 
     dataset = ray.data.range(10, override_num_blocks=10)  # ten one-row blocks
-    batches = list(_write_batches(dataset, min_rows=4))
+    batches = list(_write_batches(dataset, min_rows=4, max_wait_s=3600))
     assert [b.num_rows for b in batches] == [4, 4, 2]
     assert sorted(i for b in batches for i in b["id"].to_pylist()) == list(range(10))
+    # Overdue (no commit for max_wait_s): each block is committed as it comes.
+    batches = list(_write_batches(dataset, min_rows=4, max_wait_s=0))
+    assert [b.num_rows for b in batches] == [1] * 10
+    # By bytes: a commit never holds more than about max_bytes.
+    batches = list(_write_batches(dataset, min_rows=100, max_bytes=1, max_wait_s=3600))
+    assert [b.num_rows for b in batches] == [1] * 10
 
 
 def test_decode_tasks_amortise_rays_per_task_cost_and_keep_every_decoder_busy() -> None:
