@@ -51,7 +51,8 @@ def source_prefixes(sources: Iterable[str]) -> list[str]:
 
 
 def _under(uri: str, prefixes: Sequence[str]) -> bool:
-    return any(uri == p or uri.startswith(p.rstrip("/") + "/") for p in prefixes)
+    path = storage.local_path(uri)  # a file:// uri (a name that is not UTF-8) by its real path
+    return any(path == p or path.startswith(p.rstrip("/") + "/") for p in prefixes)
 
 
 def prune_gone(

@@ -63,3 +63,15 @@ def test_ingest_sync_removes_deleted_files_rows_before_ingesting(tmp_path) -> No
     assert store.read(schema.ASSETS, ["uri"])["uri"].to_pylist() == [str(source / "kept.txt")]
     report = (tmp_path / "db" / "_runs").iterdir()
     assert len(list(report)) == 1
+
+
+def test_a_name_that_is_not_utf8_is_matched_by_its_real_path(tmp_path) -> None:
+    import os
+
+    from mrag import storage
+    from mrag.pipelines.prune import _under
+
+    odd = storage.local_uri(os.fsdecode(os.path.join(os.fsencode(tmp_path), b"caf\xe9.png")))
+    assert odd.startswith("file://")
+    assert _under(odd, [str(tmp_path)])
+    assert not _under(odd, [str(tmp_path / "elsewhere")])
