@@ -21,7 +21,7 @@ from mrag.errors import ConfigError, WeightsNotFoundError
 
 log = logging.getLogger(__name__)
 
-Family = Literal["open_clip", "hf_text", "hf_cross_encoder"]
+Family = Literal["open_clip", "hf_text", "hf_cross_encoder", "hf_causal_lm"]
 
 # A small ViT-based CLIP: same code path as ViT-B-32, a few hundred KB of parameters per tower.
 _TINY_CLIP_CFG: dict[str, Any] = {
@@ -255,6 +255,49 @@ register_model(
                 "num_labels": 1,
             },
             "tokenizer_from": "all-MiniLM-L6-v2-packaged",
+        },
+    )
+)
+
+# Generators (mrag.generate.hf): causal LMs; embed_dim is unused (0). A random-init spec's
+# model_cfg holds the transformers config ("architecture" + "config" kwargs) and "tokenizer":
+# a byte-level BPE trained in memory (mrag.generate.hf.build_tiny_tokenizer).
+register_model(
+    ModelSpec(
+        name="Qwen/Qwen2.5-0.5B-Instruct",
+        family="hf_causal_lm",
+        architecture="qwen2",
+        embed_dim=0,
+        hub_id="Qwen/Qwen2.5-0.5B-Instruct",
+    )
+)
+register_model(
+    ModelSpec(
+        name="Qwen/Qwen2.5-1.5B-Instruct",
+        family="hf_causal_lm",
+        architecture="qwen2",
+        embed_dim=0,
+        hub_id="Qwen/Qwen2.5-1.5B-Instruct",
+    )
+)
+register_model(
+    ModelSpec(
+        name="tiny-causal-lm-random",
+        family="hf_causal_lm",
+        architecture="llama",
+        embed_dim=0,
+        random_init=True,
+        model_cfg={
+            "architecture": "llama",
+            "config": {
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "num_key_value_heads": 2,
+                "max_position_embeddings": 2048,
+            },
+            "tokenizer": {"kind": "byte_level_bpe", "vocab_size": 512},
         },
     )
 )

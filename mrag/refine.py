@@ -165,7 +165,7 @@ class Evidence:
         out = {
             k: list(v) if isinstance(v, tuple) else v
             for k, v in asdict(self).items()
-            if v not in (None, (), False) and k != "thumbnail"
+            if v is not None and v is not False and v != () and k != "thumbnail"  # 0 stays
         }
         if include_thumbnail and self.thumbnail:
             out["thumbnail_jpeg_b64"] = base64.b64encode(self.thumbnail).decode()

@@ -213,3 +213,11 @@ def test_neighbouring_time_segments_merge_and_cite_their_time_span():
     ]
     assert evidence[0].citation() == "[1] /media/talk.mp3 (0.0-60.0 s)"
     assert evidence[0].to_dict()["chunk_ids"] == ["talk|0", "talk|1"]
+
+
+def test_evidence_to_dict_keeps_a_span_that_starts_at_zero() -> None:
+    from mrag.refine import Evidence
+
+    item = Evidence(n=1, chunk_ids=("c",), asset_id="a", uri="/d.txt", modality="text",
+                    score=1.0, text="Hello", char_start=0, char_end=5)  # fmt: skip
+    assert item.to_dict()["char_start"] == 0
