@@ -40,7 +40,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.page is not None:
         filters["page"] = args.page
     engine = QueryEngine.for_config(config)
-    hits = engine.search(args.text, image=image, k=args.k, filters=filters, mode=args.mode)
+    hits = engine.search(
+        args.text, image=image, k=args.k, filters=filters, mode=args.mode, rerank=args.rerank,
+        group=args.group, fusion=args.fusion, weights=_weights(args.weight),
+    )  # fmt: skip
     if args.json:
         print(json.dumps({"hits": [hit.to_dict() for hit in hits]}))
     else:
@@ -50,6 +53,27 @@ def cmd_search(args: argparse.Namespace) -> int:
         if not hits:
             print("no hits", file=sys.stderr)
     return 0
+
+
+def _weights(items: list[str] | None) -> dict[str, float] | None:
+    """``["bm25=2", "clip_text=0"]`` → ``{"bm25": 2.0, "clip_text": 0.0}``."""
+    if not items:
+        return None
+    weights = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise MragError(f"--weight {item!r}: expected LIST=NUMBER, e.g. bm25=2")
+    return weights
+
+
+def _add_ranking_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rerank", action="store_true", help="rerank a deeper candidate pool")
+    parser.add_argument("--group", choices=["asset"], help="asset: one hit per asset")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -65,12 +89,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from mrag.eval import evaluate, load_qrels, load_queries
     from mrag.query import QueryEngine
+    from mrag.retrieve.fusion import FUSION_METHODS as FUSIONS
+    from mrag.retrieve.search import MODES
 
     config = config_from_args(args)
     modes = tuple(args.modes.split(",")) if args.modes else ("vector", "fts", "hybrid")
+    fusions = tuple(args.fusion.split(",")) if args.fusion else None
+    for name, given, allowed in (("modes", modes, MODES), ("fusion", fusions or (), FUSIONS)):
+        wrong = [g for g in given if g not in allowed]
+        if wrong:
+            raise MragError(f"--{name}: {wrong[0]!r} is not one of {', '.join(allowed)}")
     report = evaluate(
-        QueryEngine.for_config(config), load_queries(args.queries), load_qrels(args.qrels), modes
-    )
+        QueryEngine.for_config(config), load_queries(args.queries), load_qrels(args.qrels),
+        modes, fusions, rerank=args.rerank, group=args.group,
+    )  # fmt: skip
     print(json.dumps({"n_queries": report.n_queries, "metrics": report.metrics}) if args.json
           else report.render())  # fmt: skip
     return 0
@@ -95,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument(
         "--mode", choices=["vector", "fts", "hybrid"], default="hybrid", help="default: hybrid"
     )
+    search.add_argument("--fusion", choices=["rrf", "score"], help="default: retrieval.fusion")
+    search.add_argument(
+        "--weight", action="append", metavar="LIST=W", help="fusion weight of a list (repeatable)"
+    )
+    _add_ranking_arguments(search)
     search.add_argument("--json", action="store_true")
     add_config_arguments(search)
     search.set_defaults(run=cmd_search)
@@ -119,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--queries", required=True, help="queries.jsonl (_id, text)")
     evaluation.add_argument("--qrels", required=True, help="qrels TSV: query-id corpus-id score")
     evaluation.add_argument("--modes", help="comma-separated subset of vector,fts,hybrid")
+    evaluation.add_argument(
+        "--fusion", help="comma-separated fusions to score (default: rrf,score, configured first)"
+    )
+    _add_ranking_arguments(evaluation)
     evaluation.add_argument("--json", action="store_true")
     evaluation.set_defaults(run=cmd_eval)
 

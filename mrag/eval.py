@@ -1,7 +1,10 @@
 """Retrieval evaluation on BEIR-format files: recall@k, nDCG@10 and MRR@10 per search mode.
 
-Queries are JSON lines ``{"_id": "q1", "text": "..."}``; qrels are TSV ``query-id corpus-id
-score`` (a header line is allowed). Corpus ids may be asset ids, chunk ids or URIs, or URIs'
+Queries are JSON lines ``{"_id": "q1", "text": "..."}``, or ``{"_id": "q2", "image": "a.png"}``
+for an image query (a path relative to the queries file); qrels are TSV ``query-id corpus-id
+score`` (a header line is allowed). Every mode is scored over every query: a mode that cannot take
+a query (``fts`` for an image) ranks nothing for it. Modes that fuse lists are scored with each
+fusion method, side by side. Corpus ids may be asset ids, chunk ids or URIs, or URIs'
 file names: each hit is mapped to whichever form the qrels use, and several chunks of one
 document count once, at the rank of the first.
 """
@@ -15,26 +18,38 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mrag.errors import MragError
+from mrag.retrieve.fusion import FUSION_METHODS
 from mrag.retrieve.search import MODES
 
 if TYPE_CHECKING:
-    from mrag.query import QueryEngine
+    from mrag.query import QueryEngine, SearchRequest
     from mrag.retrieve.search import Hit
 
 RECALL_AT = (1, 3, 5, 10)
 
 
-def load_queries(path: str | Path) -> dict[str, str]:
-    queries: dict[str, str] = {}
+@dataclass(frozen=True)
+class ImageQuery:
+    """A query by example: the image file at ``path``."""
+
+    path: Path
+
+
+def load_queries(path: str | Path) -> dict[str, str | ImageQuery]:
+    queries: dict[str, str | ImageQuery] = {}
     for line_no, line in enumerate(Path(path).read_text().splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-            queries[str(row["_id"])] = str(row["text"])
+            if "image" in row and "text" not in row:
+                queries[str(row["_id"])] = ImageQuery(Path(path).parent / str(row["image"]))
+            else:
+                queries[str(row["_id"])] = str(row["text"])
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise MragError(
-                f'{path}:{line_no}: expected {{"_id": ..., "text": ...}}: {exc}'
+                f'{path}:{line_no}: expected {{"_id": ..., "text": ...}} or '
+                f'{{"_id": ..., "image": "file"}}: {exc}'
             ) from None
     return queries
 
@@ -89,41 +104,78 @@ def recall_at(ranked: list[str], relevant: dict[str, float], k: int) -> float:
 
 @dataclass
 class EvalReport:
-    """Mean metrics per mode over the queries that have judgements."""
+    """Mean metrics per mode (``hybrid``, and ``hybrid/score`` for another fusion) over the
+    queries that have judgements."""
 
     n_queries: int = 0
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def render(self) -> str:
         names = [f"recall@{k}" for k in RECALL_AT] + ["nDCG@10", "MRR@10"]
-        header = f"{'mode':<8}" + "".join(f"{n:>11}" for n in names)
+        width = max(8, *(len(mode) + 1 for mode in self.metrics))
+        header = f"{'mode':<{width}}" + "".join(f"{n:>11}" for n in names)
         rows = [header, "-" * len(header)]
         for mode, values in self.metrics.items():
-            rows.append(f"{mode:<8}" + "".join(f"{values[n]:>11.3f}" for n in names))
+            rows.append(f"{mode:<{width}}" + "".join(f"{values[n]:>11.3f}" for n in names))
         rows.append(f"({self.n_queries} queries)")
         return "\n".join(rows)
 
 
 def evaluate(
     engine: QueryEngine,
-    queries: dict[str, str],
+    queries: dict[str, str | ImageQuery],
     qrels: dict[str, dict[str, float]],
     modes: tuple[str, ...] = MODES,
+    fusions: tuple[str, ...] | None = None,
+    *,
+    rerank: bool = False,
+    group: str | None = None,
 ) -> EvalReport:
-    judged = {qid: text for qid, text in queries.items() if qid in qrels}
+    """Scores each mode; ``vector`` and ``hybrid`` once per fusion in ``fusions`` (default:
+    the configured one first, then the others), named ``mode`` for the configured fusion and
+    ``mode/<fusion>`` for the others."""
+    from mrag.query import validate_request
+
+    judged = {qid: q for qid, q in queries.items() if qid in qrels}
     if not judged:
         raise MragError("no query has judgements in the qrels file (check the ids)")
+    default_fusion = engine.config.retrieval.fusion
+    if fusions is None:
+        fusions = (default_fusion, *(f for f in FUSION_METHODS if f != default_fusion))
     known = {doc for rels in qrels.values() for doc in rels}
     depth = min(max(RECALL_AT), engine.config.serve.max_k)
+    images: dict[Path, bytes] = {}
     report = EvalReport(n_queries=len(judged))
     for mode in modes:
-        sums: dict[str, float] = {}
-        for qid, text in judged.items():
-            ranked = doc_ids(engine.search(text, k=depth, mode=mode), known)
-            values = {f"recall@{k}": recall_at(ranked, qrels[qid], k) for k in RECALL_AT}
-            values["nDCG@10"] = ndcg_at(ranked, qrels[qid])
-            values["MRR@10"] = mrr_at(ranked, qrels[qid])
-            for name, value in values.items():
-                sums[name] = sums.get(name, 0.0) + value
-        report.metrics[mode] = {name: total / len(judged) for name, total in sums.items()}
+        for fusion in fusions if mode != "fts" else fusions[:1]:
+            requests: dict[str, SearchRequest] = {}
+            for qid, query in judged.items():
+                body = {"k": depth, "mode": mode, "fusion": fusion, "rerank": rerank,
+                        "group": group}  # fmt: skip
+                if isinstance(query, ImageQuery):
+                    if mode == "fts":
+                        continue  # full-text search takes no image: nothing ranked
+                    if query.path not in images:
+                        try:
+                            images[query.path] = query.path.read_bytes()
+                        except OSError as exc:
+                            raise MragError(f"cannot read query image: {exc}") from None
+                    body["image"] = images[query.path]
+                else:
+                    body["query"] = query
+                requests[qid] = validate_request(body, engine.config.serve.max_k)
+            vectors = dict(zip(requests, engine.encode(list(requests.values())), strict=True))
+            sums: dict[str, float] = {}
+            for qid in judged:
+                hits = []
+                if qid in requests:
+                    hits = engine.run(requests[qid], vectors[qid])  # one batch per model
+                ranked = doc_ids(hits, known)
+                values = {f"recall@{k}": recall_at(ranked, qrels[qid], k) for k in RECALL_AT}
+                values["nDCG@10"] = ndcg_at(ranked, qrels[qid])
+                values["MRR@10"] = mrr_at(ranked, qrels[qid])
+                for name, value in values.items():
+                    sums[name] = sums.get(name, 0.0) + value
+            row = mode if fusion == default_fusion or mode == "fts" else f"{mode}/{fusion}"
+            report.metrics[row] = {name: total / len(judged) for name, total in sums.items()}
     return report

@@ -1,4 +1,8 @@
-"""In-process query path (CLI, notebooks): query → vectors → vector/full-text search → hits.
+"""In-process query path (CLI, notebooks): query → plan → vectors → ranked lists → fusion → hits.
+
+The retriever returns a candidate pool (``retrieval.rerank_depth`` deep when the request asks
+for reranking or grouping, else ``k``); :func:`finish_hits` reranks it (the hook a reranker plugs
+into: identity while none is configured), groups it and keeps the top ``k``.
 
 :class:`SearchRequest` is what a search takes, here and as the body of the HTTP API's
 ``POST /v1/search`` (:mod:`mrag.serve.api` publishes it), so the CLI, notebooks and the API
@@ -13,7 +17,7 @@ import binascii
 import functools
 import hashlib
 import json
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 from pydantic import (
     BaseModel,
@@ -27,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from mrag.config import FusionMethod  # noqa: TC001 - pydantic reads it at runtime
 from mrag.errors import MragError
 from mrag.models import get_model_spec
 from mrag.retrieve.search import (
@@ -40,6 +45,8 @@ from mrag.retrieve.search import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import numpy as np
 
     from mrag.config import MragConfig
@@ -79,6 +86,8 @@ Query = Annotated[
     explain("query must be a non-empty string"),
 ]
 ImageBytes = Annotated[bytes, PlainValidator(_image_bytes, json_schema_input_type=str)]
+ListWeight = Annotated[float, Strict(), Field(ge=0, le=100)]
+Group = Literal["asset"]
 
 
 class SearchRequest(BaseModel):
@@ -104,8 +113,9 @@ class SearchRequest(BaseModel):
     mode: Annotated[SearchMode, explain(f"mode must be one of {', '.join(MODES)}")] = Field(
         "hybrid",
         description=(
-            "`vector`: nearest neighbours in every embedding space the query has; `fts`: "
-            "full-text (BM25, text queries only); `hybrid`: both, fused by reciprocal rank."
+            "`vector`: nearest neighbours in every embedding space that serves the query, each "
+            "over its own chunk modalities; `fts`: full-text (BM25, text queries only); "
+            "`hybrid`: both, fused by weight (see `fusion`)."
         ),
     )
     filters: SearchFilters = Field(
@@ -114,6 +124,34 @@ class SearchRequest(BaseModel):
     include_thumbnail: Annotated[
         bool, Strict(), explain("include_thumbnail must be true or false")
     ] = Field(False, description="Add each hit's JPEG thumbnail as `thumbnail_jpeg_b64`.")
+    rerank: Annotated[bool, Strict(), explain("rerank must be true or false")] = Field(
+        False,
+        description=(
+            "Rerank a deeper candidate pool (`retrieval.rerank_depth`) before the top `k` are "
+            "kept; no change while the server has no reranker configured."
+        ),
+    )
+    group: Annotated[Group | None, explain("group must be 'asset' or null")] = Field(
+        None, description="`asset`: at most one hit (the best chunk) per asset."
+    )
+    fusion: Annotated[FusionMethod | None, explain("fusion must be one of rrf, score")] = Field(
+        None,
+        description=(
+            "How several ranked lists are fused: `rrf` (reciprocal rank) or `score` "
+            "(per-list calibrated scores); default: the server's `retrieval.fusion`."
+        ),
+    )
+    weights: Annotated[
+        dict[str, ListWeight] | None,
+        explain("weights must map list names to numbers from 0 to 100"),
+    ] = Field(
+        None,
+        description=(
+            "Fusion weight per ranked list by name (`text_vec`, `clip_text`, `bm25`, "
+            "`clip_image`), 0 to turn one off; default: the server's `retrieval` weights."
+        ),
+        examples=[{"bm25": 2.0}],
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -189,15 +227,58 @@ def config_fingerprint(config: MragConfig) -> str:
     return hashlib.sha256(settings.encode()).hexdigest()
 
 
+class Reranker(Protocol):
+    """What the query path calls to reorder a candidate pool (``mrag.rerank`` implements it)."""
+
+    def rerank(self, query: SearchRequest, hits: list[Hit]) -> list[Hit]: ...
+
+
+def candidate_depth(request: SearchRequest, config: MragConfig) -> int:
+    """How many fused hits to retrieve before reranking, grouping and truncating to ``k``."""
+    if request.rerank or request.group:
+        return max(request.k, config.retrieval.rerank_depth)
+    return request.k
+
+
+def rerank_hits(request: SearchRequest, hits: list[Hit], reranker: Reranker | None) -> list[Hit]:
+    """The reranking hook: the reranker's order when one is configured and asked for, else
+    the fused order unchanged."""
+    if reranker is None or not request.rerank:
+        return hits
+    return reranker.rerank(request, hits)
+
+
+def group_hits(hits: list[Hit], group: str | None) -> list[Hit]:
+    """``asset``: the first (best) hit of each asset, in rank order; ``None``: unchanged."""
+    if group is None:
+        return hits
+    seen: set[str] = set()
+    kept = []
+    for hit in hits:
+        if hit.asset_id not in seen:
+            seen.add(hit.asset_id)
+            kept.append(hit)
+    return kept
+
+
+def finish_hits(
+    request: SearchRequest, pool: list[Hit], reranker: Reranker | None = None
+) -> list[Hit]:
+    """Candidate pool → rerank hook → grouping → the top ``k``."""
+    return group_hits(rerank_hits(request, pool, reranker), request.group)[: request.k]
+
+
 class QueryEngine:
-    """CLIP and text encoders plus a retriever for one database. Reuse it: models load once."""
+    """CLIP and text encoders plus a retriever for one database. Reuse it: models load once.
+
+    ``reranker`` (``None`` until one is configured) is what :func:`rerank_hits` calls.
+    """
 
     def __init__(self, config: MragConfig) -> None:
-        from mrag.store.lance import Store
-
         self.config = config
         self.clip, self.text = _query_models(config)
-        self.retriever = Retriever(Store(config.db_uri))
+        self.retriever = Retriever.for_config(config)
+        self.reranker: Reranker | None = None
 
     @classmethod
     def for_config(cls, config: MragConfig) -> QueryEngine:
@@ -221,6 +302,10 @@ class QueryEngine:
         filters: dict[str, Any] | SearchFilters | None = None,
         mode: str = "hybrid",
         include_thumbnail: bool = False,
+        rerank: bool = False,
+        group: str | None = None,
+        fusion: str | None = None,
+        weights: dict[str, float] | None = None,
     ) -> list[Hit]:
         """Validates like ``POST /v1/search`` (``k`` at most ``serve.max_k``), then searches."""
         request = validate_request(
@@ -231,30 +316,70 @@ class QueryEngine:
                 "filters": filters,
                 "mode": mode,
                 "include_thumbnail": include_thumbnail,
+                "rerank": rerank,
+                "group": group,
+                "fusion": fusion,
+                "weights": weights,
             },
             self.config.serve.max_k,
         )
         return self.run(request)
 
-    def run(self, request: SearchRequest) -> list[Hit]:
-        """Searches for an already validated request."""
-        if request.image is not None:
-            clip_vector = self.clip.embed_images(decode_query_image(request.image, self.config))[0]
-            text_vector = None
-        elif request.mode == "fts":
-            clip_vector = text_vector = None
-        else:
-            clip_vector = self.clip.embed_texts([request.query])[0]
-            text_vector = self.text.embed_queries([request.query])[0]
-        return self.retriever.search(
+    def encode(self, requests: Sequence[SearchRequest]) -> list[dict[str, np.ndarray]]:
+        """Query vectors per request, only for the spaces its plan searches; texts and images
+        are each embedded in one batch per model (what ``mrag eval`` does for all its queries).
+        """
+        needed = [self.retriever.plan(**_plan_args(r)).spaces for r in requests]
+        vectors: list[dict[str, np.ndarray]] = [{} for _ in requests]
+        jobs = (
+            ("clip", lambda r: r.query is not None, self.clip.embed_texts),
+            ("text_vec", lambda r: r.query is not None, self.text.embed_queries),
+        )
+        for space, wanted, embed in jobs:
+            idx = [i for i, r in enumerate(requests) if wanted(r) and space in needed[i]]
+            if idx:
+                for i, vector in zip(idx, embed([requests[i].query for i in idx]), strict=True):
+                    vectors[i][space] = vector
+        idx = [i for i, r in enumerate(requests) if r.image is not None and "clip" in needed[i]]
+        if idx:
+            import numpy as np
+
+            pixels = np.concatenate(
+                [decode_query_image(requests[i].image, self.config) for i in idx]
+            )
+            for i, vector in zip(idx, self.clip.embed_images(pixels), strict=True):
+                vectors[i]["clip"] = vector
+        return vectors
+
+    def run(
+        self, request: SearchRequest, vectors: dict[str, np.ndarray] | None = None
+    ) -> list[Hit]:
+        """Searches for an already validated request (``vectors`` from :meth:`encode`, or
+        computed here)."""
+        if vectors is None:
+            vectors = self.encode([request])[0]
+        pool = self.retriever.search(
             request.mode,
-            k=request.k,
+            k=candidate_depth(request, self.config),
             text=request.query,
-            clip_vector=clip_vector,
-            text_vector=text_vector,
+            clip_vector=vectors.get("clip"),
+            text_vector=vectors.get("text_vec"),
             filters=request.filters,
             include_thumbnail=request.include_thumbnail,
+            fusion=request.fusion,
+            weights=request.weights,
         )
+        return finish_hits(request, pool, self.reranker)
+
+
+def _plan_args(request: SearchRequest) -> dict[str, Any]:
+    return {
+        "query_kind": "text" if request.query is not None else "image",
+        "mode": request.mode,
+        "filters": request.filters,
+        "fusion": request.fusion,
+        "weights": request.weights,
+    }
 
 
 def _query_models(config: MragConfig) -> tuple[ClipEmbedder, HFTextEmbedder]:

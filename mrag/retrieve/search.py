@@ -1,13 +1,20 @@
-"""Search over the ``chunks`` table: vector (per embedding space), full-text, and hybrid fusion.
+"""Search over the ``chunks`` table: a retrieval plan of ranked lists, run concurrently, fused.
 
-Results are :class:`Hit` records. Hybrid search fuses ranked lists with reciprocal-rank fusion
-(RRF), which needs no score calibration between cosine similarities and BM25.
+Results are :class:`Hit` records. Each query is planned (:mod:`mrag.retrieve.plan`: which
+embedding space over which chunk modalities, and BM25), every list is retrieved in its own
+thread, and more than one list is fused by weight (:mod:`mrag.retrieve.fusion`: RRF or
+calibrated score fusion). The retriever keeps its table handle and the table's index metadata,
+and refreshes both when the table's version changes.
 """
 
 from __future__ import annotations
 
 import base64
-from dataclasses import asdict, dataclass, replace
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import (
@@ -23,16 +30,23 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from mrag.config import ChunkModality as Modality
 from mrag.errors import MragError
+from mrag.retrieve.fusion import RankedList, fuse
+from mrag.retrieve.plan import VECTOR_SPACES, PlannedList, RetrievalPlan, build_plan, random_spaces
 from mrag.store import schema
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import numpy as np
     from pydantic import ValidatorFunctionWrapHandler
 
+    from mrag.config import MragConfig, RetrievalConfig
     from mrag.store.lance import Store
 
-Modality = Literal["image", "text", "pdf_page", "video_frame", "video_segment", "audio_segment"]
+log = logging.getLogger(__name__)
+
 MODALITIES: tuple[str, ...] = get_args(Modality)
 SearchMode = Literal["vector", "fts", "hybrid"]
 MODES: tuple[str, ...] = get_args(SearchMode)
@@ -47,8 +61,8 @@ _HIT_COLUMNS = [
 class Hit:
     """One retrieved chunk; higher ``score`` is better.
 
-    ``score`` is cosine similarity for vector search, BM25 for full-text search and the RRF sum
-    for hybrid search: compare scores within one mode only.
+    ``score`` is cosine similarity or BM25 when one list answered the query, else the fused
+    score (RRF sum or calibrated score sum): compare scores within one mode only.
     """
 
     chunk_id: str
@@ -189,33 +203,242 @@ class SearchFilters(BaseModel):
 
 RRF_K = 60
 
-# Query settings per vector index type, from the recall measurements in DESIGN.md.
+# Query settings per vector index type, from the recall measurements in DESIGN.md: (nprobes,
+# refine_factor, partitions measured with). nprobes scales with the index's own partition count
+# (the same share of partitions), never below _MIN_NPROBES: at 100k rows (25 partitions) a fixed
+# nprobes of 40 probed every partition, 22 ms a list instead of 10 ms.
 # Keys are the index types LanceDB's list_indices() reports.
-_INDEX_QUERY_SETTINGS = {"IvfPq": (80, 20), "IvfHnswSq": (40, 10)}
+_INDEX_QUERY_SETTINGS = {"IvfPq": (80, 20, 1024), "IvfHnswSq": (40, 10, 256)}
+_MIN_NPROBES = 8
+#: The settings were measured at k=10: refine_factor x 10 rows re-scored exactly. A deeper list
+#: keeps that many (at least 2x its limit) instead of refine_factor x limit (500 random reads
+#: at limit 50: 14 ms of a 4.6 ms search).
+_MEASURED_K = 10
+
+
+def refine_for(refine_factor: int, limit: int) -> int:
+    """The refine factor for a search of ``limit`` rows, from one measured at k=10."""
+    import math
+
+    return max(2, math.ceil(refine_factor * _MEASURED_K / max(1, limit)))
+
+
+def index_query_settings(table: Any, index: Any) -> tuple[int, int]:
+    """(nprobes, refine_factor) for one vector index of ``table`` (a LanceDB ``IndexConfig``)."""
+    import math
+
+    nprobes, refine, measured_partitions = _INDEX_QUERY_SETTINGS[index.index_type]
+    try:
+        stats = table.to_lance().stats.index_stats(index.name)
+        partitions = int(stats["indices"][0]["num_partitions"])
+    except (KeyError, IndexError, TypeError, ValueError, OSError, RuntimeError):
+        return nprobes, refine  # no partition count to scale by: the measured setting
+    scaled = math.ceil(nprobes * partitions / measured_partitions)
+    return min(partitions, max(_MIN_NPROBES, scaled)), refine
 
 
 def reciprocal_rank_fusion(
     ranked_lists: list[list[Hit]], *, k: int, rrf_k: int = RRF_K
 ) -> list[Hit]:
-    """Fuses ranked lists: each hit scores Σ 1/(rrf_k + rank); ties keep first-seen order."""
-    fused: dict[str, Hit] = {}
-    scores: dict[str, float] = {}
-    for hits in ranked_lists:
-        for rank, hit in enumerate(hits, 1):
-            fused.setdefault(hit.chunk_id, hit)
-            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + 1.0 / (rrf_k + rank)
-    ordered = sorted(fused, key=lambda cid: -scores[cid])[:k]
-    return [replace(fused[cid], score=round(scores[cid], 6)) for cid in ordered]
+    """Fuses ranked lists of equal weight: Σ 1/(rrf_k + rank); ties keep first-seen order."""
+    return fuse([RankedList(hits) for hits in ranked_lists], k=k, method="rrf", rrf_k=rrf_k)
+
+
+@dataclass
+class _TableState:
+    """What the retriever knows about one version of ``chunks``, refreshed when it changes."""
+
+    table: Any
+    version: int
+    index_settings: dict[str, tuple[int, int]] = field(default_factory=dict)
+    has_fts: bool = False
+    #: space → the modalities of rows that have a vector in it (bm25: every modality present).
+    space_modalities: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
 class Retriever:
-    """Searches one database. Holds no model: callers embed queries (see ``mrag.query``)."""
+    """Searches one database. Holds no model: callers embed queries (see ``mrag.query``).
 
-    def __init__(self, store: Store) -> None:
+    Thread-safe; lists of one query run concurrently on the retriever's own threads. Build one
+    per process and reuse it: it keeps the table handle and index metadata between queries.
+
+    Args:
+        store: the database.
+        retrieval: lists, weights and fusion (``config.retrieval``); defaults when ``None``.
+        random_by_space: ``{space: model has random weights}`` (:func:`random_spaces`).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        retrieval: RetrievalConfig | None = None,
+        random_by_space: Mapping[str, bool] | None = None,
+    ) -> None:
+        from mrag.config import RetrievalConfig
+
         self.store = store
+        self.retrieval = retrieval or RetrievalConfig()
+        self.random_by_space = dict(random_by_space or {})
+        self._lock = threading.Lock()
+        self._state: _TableState | None = None
+        self._checked_at = 0.0
+        self._threads: ThreadPoolExecutor | None = None
+
+    @classmethod
+    def for_config(cls, config: MragConfig) -> Retriever:
+        from mrag.store.lance import Store
+
+        return cls(Store(config.db_uri), config.retrieval, random_spaces(config))
+
+    # -- table state -------------------------------------------------------------------------
+
+    def _table_state(self) -> _TableState | None:
+        """The current table version's state; looks for a newer version at most every
+        ``retrieval.refresh_interval_s`` (``checkout_latest`` is ~0.1 ms on a local disk)."""
+        with self._lock:
+            now = time.monotonic()
+            state = self._state
+            if state is None:
+                table = self.store.open(schema.CHUNKS)
+                if table is None:
+                    return None
+                self._state = self._load(table)
+            elif now - self._checked_at >= self.retrieval.refresh_interval_s:
+                try:
+                    state.table.checkout_latest()
+                    version = state.table.version
+                except (OSError, RuntimeError, ValueError):  # dropped or replaced: reopen
+                    table = self.store.open(schema.CHUNKS)
+                    self._state = None if table is None else self._load(table)
+                else:
+                    if version != state.version:
+                        self._state = self._load(state.table)
+            self._checked_at = now
+            return self._state
+
+    def _load(self, table: Any) -> _TableState:
+        import pyarrow.compute as pc
+
+        state = _TableState(table=table, version=table.version)
+        for index in table.list_indices():
+            if index.index_type == "FTS":
+                state.has_fts = True
+            if index.index_type in _INDEX_QUERY_SETTINGS:
+                for column in index.columns:
+                    state.index_settings[column] = index_query_settings(table, index)
+        names = set(table.schema.names)
+        model_columns = {
+            space: schema.VECTOR_COLUMNS[space][0]
+            for space in VECTOR_SPACES
+            if space in schema.VECTOR_COLUMNS and schema.VECTOR_COLUMNS[space][0] in names
+        }
+        if "modality" in names:
+            # Small string columns (a model column is set exactly where its vector is), read
+            # once per table version, so no query scans a predicate over the vectors.
+            rows = table.to_lance().to_table(columns=["modality", *model_columns.values()])
+            modality = rows["modality"]
+            state.space_modalities["bm25"] = frozenset(pc.unique(modality).drop_null().to_pylist())
+            for space, column in model_columns.items():
+                present = pc.filter(modality, pc.is_valid(rows[column]))
+                found = pc.unique(present).drop_null().to_pylist()
+                state.space_modalities[space] = frozenset(found)
+        return state
+
+    # -- planning and search -----------------------------------------------------------------
+
+    def plan(
+        self,
+        *,
+        query_kind: str,
+        mode: str,
+        filters: SearchFilters | None = None,
+        fusion: str | None = None,
+        weights: Mapping[str, float] | None = None,
+    ) -> RetrievalPlan:
+        """The lists a query of this kind is searched with (callers embed for ``plan.spaces``)."""
+        return build_plan(
+            self.retrieval,
+            self.random_by_space,
+            query_kind=query_kind,
+            mode=mode,
+            filter_modalities=(filters.modality if filters else None),
+            fusion=fusion,
+            weights=weights,
+        )
 
     def _columns(self, include_thumbnail: bool) -> list[str]:
         return [c for c in _HIT_COLUMNS if include_thumbnail or c != "thumbnail"]
+
+    def _modality_clause(self, state: _TableState, item: PlannedList) -> str | None:
+        """``modality IN (...)`` when rows outside the list's modalities are in its space; none
+        when the space holds only those (the scalar index on ``modality`` serves the rest)."""
+        if not item.modalities:
+            return None
+        present = state.space_modalities.get(item.space)
+        if present is not None and present <= set(item.modalities):
+            return None
+        return "modality IN (" + ", ".join(schema.sql_literal(m) for m in item.modalities) + ")"
+
+    def _vector_list(
+        self,
+        state: _TableState,
+        item: PlannedList,
+        vector: np.ndarray,
+        depth: int,
+        filters: SearchFilters | None,
+        include_thumbnail: bool,
+    ) -> list[Hit]:
+        # No "<column> IS NOT NULL": rows without a vector are never among the nearest, and the
+        # predicate made LanceDB scan the whole table before every search (55 ms vs 13 ms).
+        query = (
+            state.table.search(vector, vector_column_name=item.space)
+            .distance_type("cosine")
+            .limit(depth)
+            .select([*self._columns(include_thumbnail), "_distance"])
+        )
+        settings = state.index_settings.get(item.space)
+        if settings:
+            query = query.nprobes(settings[0]).refine_factor(refine_for(settings[1], depth))
+        clauses = [(filters or SearchFilters()).to_where(), self._modality_clause(state, item)]
+        where = " AND ".join(c for c in clauses if c)
+        if where:
+            query = query.where(where, prefilter=True)
+        hits = []
+        for row in query.to_arrow().to_pylist():
+            distance = row.pop("_distance")
+            hits.append(Hit(score=round(1.0 - float(distance), 6), **row))
+        return hits
+
+    def _fts_list(
+        self,
+        state: _TableState,
+        item: PlannedList | None,
+        text: str,
+        depth: int,
+        filters: SearchFilters | None,
+        include_thumbnail: bool,
+    ) -> list[Hit]:
+        if not state.has_fts:
+            raise MragError(
+                f"{self.store.db_uri} has no full-text index yet; run `mrag index --db ...`"
+            )
+        query = (
+            state.table.search(text, query_type="fts", fts_columns="text")
+            .limit(depth)
+            .select([*self._columns(include_thumbnail), "_score"])
+        )
+        where = (filters or SearchFilters()).to_where()
+        if where:
+            query = query.where(where, prefilter=True)
+        # The list's modalities are applied to the hits: text-less rows never match BM25, so
+        # a prefilter would cost a pass over the index for nothing.
+        keep = set(item.modalities) if item is not None and item.modalities else None
+        hits = []
+        for row in query.to_arrow().to_pylist():
+            score = row.pop("_score")
+            if keep is None or row["modality"] in keep:
+                hits.append(Hit(score=round(float(score), 6), **row))
+        return hits
 
     def search_vector(
         self,
@@ -227,27 +450,11 @@ class Retriever:
         include_thumbnail: bool = False,
     ) -> list[Hit]:
         """Nearest chunks to a unit-length query vector by cosine distance, best first."""
-        table = self.store.open(schema.CHUNKS)
-        if table is None:
+        state = self._table_state()
+        if state is None:
             return []
-        query = (
-            table.search(vector, vector_column_name=column)
-            .distance_type("cosine")
-            .limit(k)
-            .select([*self._columns(include_thumbnail), "_distance"])
-        )
-        settings = self._index_settings(table, column)
-        if settings:
-            query = query.nprobes(settings[0]).refine_factor(settings[1])
-        where = " AND ".join(
-            w for w in ((filters or SearchFilters()).to_where(), f"{column} IS NOT NULL") if w
-        )
-        query = query.where(where, prefilter=True)
-        hits = []
-        for row in query.to_arrow().to_pylist():
-            distance = row.pop("_distance")
-            hits.append(Hit(score=round(1.0 - float(distance), 6), **row))
-        return hits
+        item = PlannedList(name=column, space=column, modalities=(), weight=1.0)
+        return self._vector_list(state, item, vector, k, filters, include_thumbnail)
 
     def search_fts(
         self,
@@ -258,26 +465,10 @@ class Retriever:
         include_thumbnail: bool = False,
     ) -> list[Hit]:
         """BM25 full-text search over chunk ``text`` (needs the FTS index, see ``mrag index``)."""
-        table = self.store.open(schema.CHUNKS)
-        if table is None:
+        state = self._table_state()
+        if state is None:
             return []
-        if not any(i.index_type == "FTS" for i in table.list_indices()):
-            raise MragError(
-                f"{self.store.db_uri} has no full-text index yet; run `mrag index --db ...`"
-            )
-        query = (
-            table.search(text, query_type="fts", fts_columns="text")
-            .limit(k)
-            .select([*self._columns(include_thumbnail), "_score"])
-        )
-        where = (filters or SearchFilters()).to_where()
-        if where:
-            query = query.where(where, prefilter=True)
-        hits = []
-        for row in query.to_arrow().to_pylist():
-            score = row.pop("_score")
-            hits.append(Hit(score=round(float(score), 6), **row))
-        return hits
+        return self._fts_list(state, None, text, k, filters, include_thumbnail)
 
     def search(
         self,
@@ -289,34 +480,66 @@ class Retriever:
         text_vector: np.ndarray | None = None,
         filters: SearchFilters | None = None,
         include_thumbnail: bool = False,
+        fusion: str | None = None,
+        weights: Mapping[str, float] | None = None,
     ) -> list[Hit]:
         """One entry point for every mode; callers pass the query vectors they computed.
 
-        ``vector`` searches each given embedding space, ``fts`` the text index, ``hybrid`` both;
-        more than one ranked list is fused with RRF. Each list is retrieved deeper than ``k`` so
-        fusion can promote items that rank well in several lists.
+        A text query (``text`` given) is planned over the text lists, an image query (only
+        ``clip_vector``) over the image lists; lists whose vector was not passed are skipped.
+        Each list is retrieved ``retrieval.list_depth`` deep (at least ``k``), so fusion can
+        promote hits that rank well in several lists.
         """
-        if mode not in MODES:
-            raise MragError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-        depth = max(k * 3, 30)
-        common = {"filters": filters, "include_thumbnail": include_thumbnail}
-        ranked: list[list[Hit]] = []
-        if mode in ("vector", "hybrid"):
-            if clip_vector is not None:
-                ranked.append(self.search_vector(clip_vector, k=depth, column="clip", **common))
-            if text_vector is not None:
-                ranked.append(self.search_vector(text_vector, k=depth, column="text_vec", **common))
-        if mode in ("fts", "hybrid") and text:
-            ranked.append(self.search_fts(text, k=depth, **common))
-        if not ranked:
-            raise MragError(f"mode {mode!r} needs a text query")
-        if len(ranked) == 1:
-            return ranked[0][:k]
-        return reciprocal_rank_fusion(ranked, k=k)
+        query_kind = "text" if text is not None else "image"
+        plan = self.plan(
+            query_kind=query_kind, mode=mode, filters=filters, fusion=fusion, weights=weights
+        )
+        vectors = {"clip": clip_vector, "text_vec": text_vector}
+        runnable = [
+            item
+            for item in plan.lists
+            if (text if item.space == "bm25" else vectors.get(item.space)) is not None
+        ]
+        if not runnable:  # nothing to search with, or the filters rule every list out
+            if text is None and (mode == "fts" or clip_vector is None):
+                raise MragError(f"mode {mode!r} needs a text query")
+            return []
+        state = self._table_state()
+        if state is None:
+            return []
+        if mode == "hybrid" and not state.has_fts and len(runnable) > 1:
+            # Hybrid still answers before `mrag index` has built the text index.
+            runnable = [i for i in runnable if i.space != "bm25"] or runnable
+        depth = max(k, self.retrieval.list_depth)
+
+        def retrieve(item: PlannedList) -> list[Hit]:
+            if item.space == "bm25":
+                return self._fts_list(state, item, text, depth, filters, include_thumbnail)
+            vector = vectors[item.space]
+            return self._vector_list(state, item, vector, depth, filters, include_thumbnail)
+
+        if len(runnable) == 1:
+            return retrieve(runnable[0])[:k]
+        results = list(self._pool().map(retrieve, runnable))
+        ranked = [
+            RankedList(hits, weight=item.weight, random_init=item.random_init)
+            for item, hits in zip(runnable, results, strict=True)
+        ]
+        return fuse(ranked, k=k, method=plan.fusion, rrf_k=plan.rrf_k)
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._threads is None:
+                self._threads = ThreadPoolExecutor(
+                    max_workers=max(2, len(self.retrieval.lists)), thread_name_prefix="mrag-list"
+                )
+            return self._threads
 
     @staticmethod
     def _index_settings(table: Any, column: str) -> tuple[int, int] | None:
+        """The (nprobes, refine_factor) searches of ``column`` use (``mrag index`` measures
+        recall with them)."""
         for index in table.list_indices():
             if column in index.columns and index.index_type in _INDEX_QUERY_SETTINGS:
-                return _INDEX_QUERY_SETTINGS[index.index_type]
+                return index_query_settings(table, index)
         return None

@@ -37,8 +37,8 @@ class SearchHit(BaseModel):
     modality: str = Field(description="image, text, pdf_page, video_frame, ...")
     score: float = Field(
         description=(
-            "Higher is better. Cosine similarity (vector), BM25 (fts) or the RRF sum (hybrid): "
-            "compare scores within one mode only."
+            "Higher is better. Cosine similarity or BM25 when one ranked list answered, else "
+            "the fused score (calibrated score sum or RRF sum): compare within one mode only."
         )
     )
     page: int | None = None

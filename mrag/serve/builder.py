@@ -62,7 +62,7 @@ def app_builder(args: dict[str, str]) -> serve.Application:
     path = args.pop("config", None) or os.environ.get(CONFIG_ENV)
     profile = args.pop("profile", None)
     overrides: dict[str, Any] = {"db_uri": args.pop("db", None) or os.environ.get(DB_ENV)}
-    fields = set(MragConfig.model_fields) - {"profile", "ingest", "index", "serve"}
+    fields = set(MragConfig.model_fields) - {"profile", "ingest", "index", "serve", "retrieval"}
     for key, value in args.items():
         if "." not in key and key not in fields:
             raise ConfigError(

@@ -31,7 +31,8 @@ class QueryEncoder:
     """The query models behind the API, one text or image per call, batched across callers.
 
     CLIP embeds texts and images (``encode_text``, ``encode_image``: the ``clip`` space) and the
-    text model embeds texts (``encode_query``: ``text_vec``). Each ``encode_*`` validates its
+    text model embeds texts (``encode_query``: ``text_vec``); ``encode_text_spaces`` does both
+    for one text in one call (what a hybrid text query needs). Each ``encode_*`` validates its
     single input and then queues it on a ``@serve.batch`` method, so a bad input fails alone
     instead of failing its batch-mates.
     Batch size and wait come from ``config.serve`` (``encoder_max_batch_size``,
@@ -106,7 +107,12 @@ class QueryEncoder:
         self._batch_wait_timeout_s = float(batch_wait_timeout_s)
         # The setters live on the decorated function (one queue per method per process); each
         # replica is its own process, so this is per replica.
-        for method in (self._embed_text_batch, self._embed_image_batch, self._embed_query_batch):
+        for method in (
+            self._embed_text_batch,
+            self._embed_image_batch,
+            self._embed_query_batch,
+            self._embed_text_spaces_batch,
+        ):
             method.set_max_batch_size(self._max_batch_size)
             method.set_batch_wait_timeout_s(self._batch_wait_timeout_s)
 
@@ -121,6 +127,14 @@ class QueryEncoder:
         if not isinstance(text, str) or not text.strip():
             raise ValueError("text must be a non-empty string")
         return (await self._embed_query_batch(text)).tolist()
+
+    async def encode_text_spaces(self, text: str) -> dict[str, list[float]]:
+        """One query string → ``{"clip": ..., "text_vec": ...}``: both text encoders in one call,
+        so a hybrid query pays one handle round trip and one batch window, not two."""
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("text must be a non-empty string")
+        clip_vector, text_vector = await self._embed_text_spaces_batch(text)
+        return {"clip": clip_vector.tolist(), "text_vec": text_vector.tolist()}
 
     async def encode_image(self, pixels: np.ndarray) -> list[float]:
         """(1, S, S, 3) or (S, S, 3) uint8 RGB at the model's input size → its CLIP vector."""
@@ -153,6 +167,20 @@ class QueryEncoder:
     async def _embed_query_batch(self, texts: list[str]) -> list[np.ndarray]:
         self._count(len(texts), "queries")
         return list(await asyncio.to_thread(self.text_embedder.embed_queries, texts))
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def _embed_text_spaces_batch(
+        self, texts: list[str]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        self._count(len(texts), "texts")
+        self._stats["queries"] += len(texts)
+
+        def both(batch: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+            clip_vectors = self.embedder.embed_texts(batch)
+            text_vectors = self.text_embedder.embed_queries(batch)
+            return list(zip(clip_vectors, text_vectors, strict=True))
+
+        return await asyncio.to_thread(both, texts)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def _embed_image_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:

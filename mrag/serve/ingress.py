@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mrag.config import MragConfig
 from mrag.errors import DecodeError, MragError
 from mrag.models import get_model_spec
-from mrag.query import decode_query_image
+from mrag.query import Reranker, candidate_depth, decode_query_image, finish_hits
 from mrag.retrieve.search import Retriever, describe_error
 from mrag.serve.api import (
     ErrorResponse,
@@ -87,51 +87,84 @@ class SearchService:
     Args:
         config: the whole config (models, decoding limits).
         encoder: the :class:`~mrag.serve.encoder.QueryEncoder` deployment's handle: anything
-            whose ``encode_text``, ``encode_query`` and ``encode_image`` have a ``.remote(...)``
-            returning an awaitable vector.
+            whose ``encode_text``, ``encode_query``, ``encode_image`` (and
+            ``encode_text_spaces``: both text vectors) have a ``.remote(...)`` returning an
+            awaitable vector.
         retriever: searches the database; called in a worker thread (LanceDB calls block).
+        reranker: reorders the candidate pool when a request asks for it (``None``: identity).
     """
 
-    def __init__(self, config: MragConfig, encoder: Any, retriever: Retriever) -> None:
+    def __init__(
+        self,
+        config: MragConfig,
+        encoder: Any,
+        retriever: Retriever,
+        reranker: Reranker | None = None,
+    ) -> None:
         self.config = config
         self.encoder = encoder
         self.retriever = retriever
+        self.reranker = reranker
 
     async def search(self, request: SearchRequest) -> SearchResponse:
         started = time.perf_counter()
+        try:
+            plan = self.retriever.plan(
+                query_kind="text" if request.query is not None else "image",
+                mode=request.mode,
+                filters=request.filters,
+                fusion=request.fusion,
+                weights=request.weights,
+            )
+        except MragError as exc:  # e.g. a weight for a list the server does not have
+            raise ApiError(400, str(exc)) from None
+        clip_vector = text_vector = None
         if request.image is not None:
             try:
                 pixels = await asyncio.to_thread(decode_query_image, request.image, self.config)
             except DecodeError as exc:
                 raise ApiError(400, f"image could not be decoded: {exc}") from None
-            clip_vector = await self.encoder.encode_image.remote(pixels)
-            text_vector = None
-        elif request.mode == "fts":
-            clip_vector = text_vector = None
-        else:  # both spaces at once: the encoder batches each across concurrent callers
-            clip_vector, text_vector = await asyncio.gather(
-                self.encoder.encode_text.remote(request.query),
-                self.encoder.encode_query.remote(request.query),
-            )
+            if "clip" in plan.spaces:
+                clip_vector = await self.encoder.encode_image.remote(pixels)
+        elif {"clip", "text_vec"} <= plan.spaces:  # both text encoders in one batched call
+            vectors = await self.encoder.encode_text_spaces.remote(request.query)
+            clip_vector, text_vector = vectors["clip"], vectors["text_vec"]
+        elif "clip" in plan.spaces:
+            clip_vector = await self.encoder.encode_text.remote(request.query)
+        elif "text_vec" in plan.spaces:
+            text_vector = await self.encoder.encode_query.remote(request.query)
         try:
-            hits = await asyncio.to_thread(
+            pool = await asyncio.to_thread(
                 self.retriever.search,
                 request.mode,
-                k=request.k,
+                k=candidate_depth(request, self.config),
                 text=request.query,
                 clip_vector=_as_vector(clip_vector),
                 text_vector=_as_vector(text_vector),
                 filters=request.filters,
                 include_thumbnail=request.include_thumbnail,
+                fusion=request.fusion,
+                weights=request.weights,
             )
         except MragError as exc:  # e.g. full-text search before any index exists
             raise ApiError(409, str(exc)) from None
+        hits = finish_hits(request, pool, self.reranker)
         return SearchResponse(
             hits=[
                 SearchHit.from_hit(hit, include_thumbnail=request.include_thumbnail) for hit in hits
             ],
             took_ms=round((time.perf_counter() - started) * 1000, 1),
         )
+
+    async def warm_up(self) -> None:
+        """One real query through the encoders and the retriever (models' lazy init, LanceDB
+        table, index and FTS caches), so the first client request is not the slow one."""
+        for body in ({"query": "warm-up", "k": 1}, {"query": "warm-up", "k": 1, "mode": "fts"}):
+            request = search_request_model(self.config.serve.max_k).model_validate(body)
+            try:
+                await self.search(request)
+            except ApiError as exc:  # e.g. no full-text index yet: the replica still serves
+                log.info("warm-up query %s answered %d: %s", body, exc.status_code, exc.message)
 
 
 def _as_vector(values: list[float] | None) -> np.ndarray | None:
@@ -331,21 +364,35 @@ class SearchIngress:
             and a YAML ``ray_actor_options`` replaces any ``runtime_env`` set in code.
     """
 
-    def __init__(self, config: MragConfig, encoder: Any, api_token: str | None = None) -> None:
+    async def __init__(
+        self, config: MragConfig, encoder: Any, api_token: str | None = None
+    ) -> None:
         from mrag.ray_runtime import bind_serve_replica_to_node_address
-        from mrag.store.lance import Store
 
         bind_serve_replica_to_node_address()  # before Serve starts the replica's gRPC server
 
-        retriever = Retriever(Store(config.db_uri))
+        retriever = Retriever.for_config(config)
         _check_vector_width(retriever, get_model_spec(config.clip_model).embed_dim)
         self.service = SearchService(config, encoder, retriever)
         self._api_token = api_token or None
+        # Serve reports the replica healthy only once __init__ returns: warm up first
+        # (the first search after /healthz turned green took 4.5 s instead of 57 ms).
+        started = time.perf_counter()
+        try:
+            await self.service.warm_up()
+        except Exception:  # noqa: BLE001 - a replica that cannot search yet still serves health
+            log.warning("warm-up query failed; the first search will pay it", exc_info=True)
+        self._warm_up_ms = (time.perf_counter() - started) * 1000
         log.info(
-            "SearchIngress ready over %s (auth %s)",
+            "SearchIngress ready over %s (auth %s, warm-up %.0f ms)",
             config.db_uri,
             "on" if self._api_token else "off",
+            self._warm_up_ms,
         )
+
+    def warm_up_ms(self) -> float:
+        """How long this replica's warm-up query took before it reported healthy."""
+        return self._warm_up_ms
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """Serve calls this once per replica, after ``__init__``: the app this replica serves."""

@@ -59,7 +59,10 @@ def test_errors_are_one_sentence_naming_the_field(data: dict, message: str) -> N
 def test_schema_states_the_limits_a_client_must_respect() -> None:
     schema = search_request_model(20).model_json_schema()
     properties = schema["properties"]
-    assert set(properties) == {"query", "image", "k", "mode", "filters", "include_thumbnail"}
+    assert set(properties) == {
+        "query", "image", "k", "mode", "filters", "include_thumbnail",
+        "rerank", "group", "fusion", "weights",
+    }  # fmt: skip
     assert schema["additionalProperties"] is False
     assert (properties["k"]["minimum"], properties["k"]["maximum"]) == (1, 20)
     assert properties["mode"]["enum"] == ["vector", "fts", "hybrid"]
@@ -67,3 +70,25 @@ def test_schema_states_the_limits_a_client_must_respect() -> None:
     filters = schema["$defs"]["SearchFilters"]
     assert set(filters["properties"]) == {"modality", "uri_prefix", "page"}
     assert filters["additionalProperties"] is False
+
+
+def test_rerank_group_fusion_and_weights_are_validated() -> None:
+    model = search_request_model(50)
+    request = model.model_validate(
+        {"query": "x", "rerank": True, "group": "asset", "fusion": "score", "weights": {"bm25": 2}}
+    )
+    assert (request.rerank, request.group, request.fusion) == (True, "asset", "score")
+    assert request.weights == {"bm25": 2.0}
+    defaults = model.model_validate({"query": "x"})
+    assert (defaults.rerank, defaults.group, defaults.fusion, defaults.weights) == (
+        False, None, None, None,
+    )  # fmt: skip
+    for body, words in (
+        ({"rerank": "yes"}, "rerank must be true or false"),
+        ({"group": "page"}, "group must be 'asset' or null"),
+        ({"fusion": "max"}, "fusion must be one of rrf, score"),
+        ({"weights": {"bm25": -1}}, "weights must map list names to numbers from 0 to 100"),
+        ({"weights": ["bm25"]}, "weights must map"),
+    ):
+        with pytest.raises(MragError, match=words):
+            validate_request({"query": "x", **body}, 50)

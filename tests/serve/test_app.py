@@ -159,6 +159,34 @@ def test_search_without_the_token_is_401(server: Server, headers: dict) -> None:
 
 
 @pytest.mark.integration
+def test_replicas_warm_up_before_they_report_healthy(server: Server) -> None:
+    """The ingress ran one real query (encoders, retriever, FTS) before Serve routed to it."""
+    from ray import serve
+
+    ingress = serve.get_deployment_handle("SearchIngress", app_name="mrag")
+    assert ingress.warm_up_ms.remote().result(timeout_s=30) > 0
+
+
+@pytest.mark.integration
+def test_rerank_group_and_fusion_reach_the_search(server: Server) -> None:
+    plain = server.search({"query": "herons on the mudflats", "k": 5}).json()["hits"]
+    for body in (
+        {"rerank": True},  # no reranker configured: the fused order unchanged
+        {"fusion": "rrf", "weights": {"bm25": 1}},
+        {"group": "asset"},
+    ):
+        response = server.search({"query": "herons on the mudflats", "k": 5, **body})
+        assert response.status_code == 200, response.text
+        hits = response.json()["hits"]
+        if "rerank" in body:
+            assert [h["chunk_id"] for h in hits] == [h["chunk_id"] for h in plain]
+        if "group" in body:
+            assert len({h["asset_id"] for h in hits}) == len(hits)
+    unknown = server.search({"query": "x", "weights": {"colour": 1}})
+    assert unknown.status_code == 400 and "unknown list 'colour'" in _error(unknown)
+
+
+@pytest.mark.integration
 def test_text_search_returns_k_ranked_hits(server: Server) -> None:
     images_only = {"modality": "image"}
     response = server.search({"query": "a colourful picture", "k": 3, "filters": images_only})
@@ -262,6 +290,9 @@ _NOT_AN_IMAGE = _b64(b"%PDF-1.4 definitely not pixels" * 10)
         ({"query": "x", "filters": ["modality"]}, 400, "filters must be an object"),
         ({"query": "x", "include_thumbnail": "yes"}, 400, "include_thumbnail"),
         ({"query": "x", "mode": "semantic"}, 400, "mode must be one of"),
+        ({"query": "x", "rerank": "yes"}, 400, "rerank must be true or false"),
+        ({"query": "x", "group": "page"}, 400, "group must be 'asset' or null"),
+        ({"query": "x", "fusion": "max"}, 400, "fusion must be one of"),
         ({"image": _b64(encode(pattern(1), "PNG")), "mode": "fts"}, 400, "needs a text query"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
@@ -293,13 +324,9 @@ def test_openapi_publishes_the_search_request_schema(server: Server) -> None:
     schemas = spec["components"]["schemas"]
     request = schemas["SearchRequest"]
     assert set(request["properties"]) == {
-        "query",
-        "image",
-        "k",
-        "mode",
-        "filters",
-        "include_thumbnail",
-    }
+        "query", "image", "k", "mode", "filters", "include_thumbnail",
+        "rerank", "group", "fusion", "weights",
+    }  # fmt: skip
     assert request["properties"]["k"]["maximum"] == MAX_K  # this server's serve.max_k
     assert set(schemas["SearchFilters"]["properties"]) == {"modality", "uri_prefix", "page"}
     assert "422" not in operation["responses"]

@@ -38,6 +38,7 @@ class FakeEncoder:
     encode_text = _Method(lambda text: [1.0, 0.0])
     encode_query = _Method(lambda text: [0.0, 1.0])
     encode_image = _Method(lambda pixels: [0.5, 0.5])
+    encode_text_spaces = _Method(lambda text: {"clip": [1.0, 0.0], "text_vec": [0.0, 1.0]})
 
 
 class FakeRetriever:
@@ -46,6 +47,12 @@ class FakeRetriever:
     def __init__(self) -> None:
         self.failure: Exception | None = None
         self.calls: list[dict[str, Any]] = []
+
+    def plan(self, *, filters: Any = None, **kwargs: Any):
+        from mrag.config import RetrievalConfig
+        from mrag.retrieve.plan import build_plan
+
+        return build_plan(RetrievalConfig(), {}, **kwargs)
 
     def search(self, mode: str, **kwargs: Any) -> list[Hit]:
         self.calls.append({"mode": mode, **kwargs})

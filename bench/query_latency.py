@@ -1,0 +1,259 @@
+"""Query latency benchmark: in-process search per mode and ``/v1/search`` over HTTP.
+
+    .venv/bin/python bench/query_latency.py [--sizes 10000,100000] [--queries 200]
+
+Builds one database per size (synthetic clustered unit vectors in both spaces, at the offline
+profile's widths; a text column of Zipf-distributed English-like words for BM25; 80 % text
+chunks, 10 % images, 10 % PDF pages; FTS, scalar and — at ``index.vector_min_rows`` and over —
+vector indices, as ``mrag index`` builds them). Then, per size, p50/p99 of in-process
+``QueryEngine.search`` per mode (query encoding included; ``hybrid+rerank`` is ``n/a`` while no
+reranker is wired into the query path). For the largest size it starts Ray Serve on 127.0.0.1
+with the mrag application and a trivial FastAPI deployment, and measures ``/v1/search`` (hybrid)
+and the trivial round trip over the same proxy. Last line::
+
+    serve_overhead_ms_p50=<HTTP p50 - in-process hybrid p50 - trivial round trip p50>
+
+Label the figures with the machine's load: other work on the cores moves every number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("MRAG_PROFILE", "offline")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+WORDS = (
+    "the of and to in is was for on that with as by at from his an were are which this be has "
+    "had river mountain bread engine violin harbor lantern orchard comet glacier market tide "
+    "signal forest copper meadow thunder anchor beacon canyon desert ember falcon garden island "
+    "jungle kettle ladder mirror needle ocean pepper quartz saddle timber valley pump hinge "
+    "report quarterly harvest rings saturn ice rock lava volcano chess king castle sourdough "
+    "starter loaf crumb telescope lens light comet tail solar wind ticket login patch fault "
+    "vaccine virus immune honey bees nectar tides moon orbit planet metal liquid toxic"
+).split()
+QUERIES = [
+    "how do bakers get an open crumb", "rings of saturn ice", "volcano lava flows",
+    "keep the king safe", "quarterly harvest report", "why does the comet tail point away",
+    "river harbor lantern", "pump fault overheated", "honey bees nectar", "moon tides ocean",
+    "copper engine signal", "glacier valley timber", "telescope lens light", "orchard market",
+]  # fmt: skip
+
+
+def _unit(rng: np.random.Generator, n: int, dim: int, centres: np.ndarray) -> np.ndarray:
+    vectors = centres[rng.integers(0, len(centres), n)] + 0.35 * rng.standard_normal((n, dim))
+    vectors = vectors.astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def build_db(db_uri: str, n_rows: int, config, seed: int = 0) -> float:
+    """Writes ``n_rows`` chunks and builds the indices; returns seconds taken."""
+    import pyarrow as pa
+
+    from mrag.models import get_model_spec
+    from mrag.pipelines.index import build_indices
+    from mrag.store import schema
+    from mrag.store.lance import Store
+
+    started = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    clip_dim = get_model_spec(config.clip_model).embed_dim
+    text_dim = get_model_spec(config.text_model).embed_dim
+    store = Store(db_uri)
+    store.ensure_tables(clip_dim, text_dim)
+    table = store.open(schema.CHUNKS)
+    zipf = 1.0 / np.arange(1, len(WORDS) + 1)
+    zipf /= zipf.sum()
+    clip_centres = rng.standard_normal((64, clip_dim))
+    text_centres = rng.standard_normal((64, text_dim))
+    batch = 20_000
+    for start in range(0, n_rows, batch):
+        n = min(batch, n_rows - start)
+        kind = rng.random(n)
+        modality = np.where(kind < 0.8, "text", np.where(kind < 0.9, "image", "pdf_page"))
+        is_text = modality == "text"
+        words = rng.choice(len(WORDS), size=(n, 60), p=zipf)
+        text = [" ".join(WORDS[w] for w in row) if t else None
+                for row, t in zip(words, is_text, strict=True)]  # fmt: skip
+        clip = _unit(rng, n, clip_dim, clip_centres)
+        text_vec = _unit(rng, n, text_dim, text_centres)
+        text_vec_arr = pa.FixedSizeListArray.from_arrays(pa.array(text_vec.ravel()), text_dim)
+        text_vec_arr = pa.array(
+            [v if t else None for v, t in zip(text_vec_arr.to_pylist(), is_text, strict=True)],
+            type=pa.list_(pa.float32(), text_dim),
+        )
+        ids = [f"c{start + i}" for i in range(n)]
+        rows = pa.table(
+            {
+                "chunk_id": ids,
+                "asset_id": [f"a{(start + i) // 4}" for i in range(n)],
+                "uri": [f"/bench/doc{(start + i) // 4}.txt" for i in range(n)],
+                "modality": modality,
+                "page": pa.array([None] * n, pa.int32()),
+                "text": text,
+                "clip": pa.FixedSizeListArray.from_arrays(pa.array(clip.ravel()), clip_dim),
+                "clip_model": [config.clip_model] * n,
+                "text_vec": text_vec_arr,
+                "text_model": [config.text_model if t else None for t in is_text],
+            }
+        )
+        columns = {
+            f.name: rows[f.name] if f.name in rows.column_names else pa.nulls(n, f.type)
+            for f in table.schema
+        }
+        rows = pa.table(columns, schema=table.schema)
+        table.add(rows)
+    table.optimize()
+    build_indices(store, config.index)
+    return time.perf_counter() - started
+
+
+def percentiles(samples_s: list[float]) -> tuple[float, float]:
+    ms = np.asarray(samples_s) * 1000
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
+
+
+def time_calls(call, n: int, warm: int = 5) -> tuple[float, float]:
+    for i in range(warm):
+        call(i)
+    samples = []
+    for i in range(n):
+        started = time.perf_counter()
+        call(i)
+        samples.append(time.perf_counter() - started)
+    return percentiles(samples)
+
+
+def in_process(config, n_queries: int) -> dict[str, tuple[float, float] | None]:
+    from mrag.query import QueryEngine
+
+    engine = QueryEngine.for_config(config)
+    out: dict[str, tuple[float, float] | None] = {}
+    for mode in ("vector", "fts", "hybrid"):
+        out[mode] = time_calls(
+            lambda i, m=mode: engine.search(QUERIES[i % len(QUERIES)], k=10, mode=m), n_queries
+        )
+    out["hybrid+rerank"] = None
+    if engine.reranker is not None:
+        out["hybrid+rerank"] = time_calls(
+            lambda i: engine.search(QUERIES[i % len(QUERIES)], k=10, rerank=True), n_queries
+        )
+    return out
+
+
+def over_http(config, n_queries: int) -> tuple[tuple[float, float], tuple[float, float], float]:
+    """(/v1/search hybrid p50/p99, trivial deployment round trip p50/p99, in-process hybrid
+    p50 measured right after, with the replicas up), ms."""
+    import httpx
+    from fastapi import FastAPI
+    from ray import serve
+
+    from mrag.serve.app import run_server
+
+    url = run_server(config, blocking=False)
+    trivial_api = FastAPI()
+
+    @trivial_api.post("/")
+    async def echo() -> dict:
+        return {"hits": []}
+
+    @serve.deployment(name="Trivial", ray_actor_options={"num_cpus": 0.1})
+    @serve.ingress(trivial_api)
+    class Trivial:
+        pass
+
+    serve.run(Trivial.bind(), name="trivial", route_prefix="/trivial")
+    try:
+        with httpx.Client(base_url=url, timeout=60) as client:
+
+            def search(i: int) -> None:
+                body = {"query": QUERIES[i % len(QUERIES)], "k": 10}
+                response = client.post("/v1/search", json=body)
+                response.raise_for_status()
+
+            def trivial(i: int) -> None:
+                client.post("/trivial/", json={"query": "x"}).raise_for_status()
+
+            first = time.perf_counter()
+            search(0)
+            print(f"  first /v1/search after deploy: {(time.perf_counter() - first) * 1000:.1f} ms")
+            http = time_calls(search, n_queries)
+            round_trip = time_calls(trivial, n_queries)
+            # In-process again, now, beside the idle replicas: the same machine state.
+            from mrag.query import QueryEngine
+
+            engine = QueryEngine.for_config(config)
+            in_process_p50 = time_calls(
+                lambda i: engine.search(QUERIES[i % len(QUERIES)], k=10), n_queries
+            )[0]
+    finally:
+        serve.shutdown()
+    return http, round_trip, in_process_p50
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--queries", type=int, default=200, help="timed calls per mode")
+    parser.add_argument("--no-http", action="store_true")
+    parser.add_argument("--vector-min-rows", type=int, default=50_000)
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="config override"
+    )
+    args = parser.parse_args()
+
+    from mrag.config import load_config
+    from mrag.ray_runtime import init_ray
+
+    sizes = [int(s) for s in args.sizes.split(",")]
+    load = os.getloadavg()[0]
+    print(f"machine: {os.cpu_count()} cores, load average {load:.2f} at start")
+    folder = Path(tempfile.mkdtemp(prefix="mrag-bench-query-"))
+    results = {}
+    config = None
+    # Vector indices from 50k rows: exact search over the 80k text_vec rows of the 100k table
+    # took ~50 ms a query here (index.vector_min_rows defaults to 100k).
+    from mrag.config import parse_overrides
+
+    overrides = {"index.vector_min_rows": args.vector_min_rows, **parse_overrides(args.set)}
+    print("settings: " + ", ".join(f"{k}={v}" for k, v in overrides.items()))
+    for n_rows in sizes:
+        overrides["db_uri"] = str(folder / f"db-{n_rows}")
+        config = load_config(profile="offline", overrides=overrides)
+        took = build_db(config.db_uri, n_rows, config)
+        print(f"{n_rows} chunks: built with indices in {took:.1f} s")
+        results[n_rows] = in_process(config, args.queries)
+        for mode, figures in results[n_rows].items():
+            shown = "n/a (no reranker wired into the query path)" if figures is None else (
+                f"p50 {figures[0]:6.2f} ms  p99 {figures[1]:6.2f} ms")  # fmt: skip
+            print(f"  in-process {mode:<14} {shown}")
+    if args.no_http or config is None:
+        return 0
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        config.serve.port = sock.getsockname()[1]
+    init_ray(num_cpus=os.cpu_count() or 2)
+    (http_p50, http_p99), (trip_p50, trip_p99), hybrid_p50 = over_http(config, args.queries)
+    print(
+        f"{sizes[-1]} chunks over HTTP: /v1/search hybrid p50 {http_p50:.2f} ms"
+        f" p99 {http_p99:.2f} ms; trivial deployment round trip p50 {trip_p50:.2f} ms"
+        f" p99 {trip_p99:.2f} ms; in-process hybrid p50 {hybrid_p50:.2f} ms (same moment)"
+    )
+    print(f"load average {os.getloadavg()[0]:.2f} at end")
+    print(f"serve_overhead_ms_p50={http_p50 - hybrid_p50 - trip_p50:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Retrieval plans: which ranked lists one query is searched with, as data.
+
+A plan is built per query from ``config.retrieval.lists`` (docs/architecture.md, "The query
+path"): a text query searches the text encoder over text-bearing chunks, CLIP's text tower over
+visual chunks and BM25 over text; an image query searches CLIP over every chunk with a ``clip``
+vector. Each list knows whether its model has random weights (``ModelSpec.random_init``), so
+fusion can keep such a list from displacing what a pretrained space found.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from mrag.errors import MragError
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from mrag.config import MragConfig, RetrievalConfig
+
+#: Spaces searched by vector (the ``chunks`` column of the same name); ``bm25`` is full-text.
+VECTOR_SPACES = ("clip", "text_vec")
+#: Which search modes draw on which spaces.
+MODE_SPACES = {
+    "vector": frozenset(VECTOR_SPACES),
+    "fts": frozenset({"bm25"}),
+    "hybrid": frozenset({*VECTOR_SPACES, "bm25"}),
+}
+
+
+@dataclass(frozen=True)
+class PlannedList:
+    """One ranked list to retrieve and fuse.
+
+    Attributes:
+        name: the list's key in ``retrieval.lists`` (``text_vec``, ``clip_text``...).
+        space: ``clip``, ``text_vec`` (vector columns) or ``bm25``.
+        modalities: chunk modalities searched; empty: every chunk that has the space's vector.
+        weight: fusion weight (> 0; lists weighted 0 are not planned).
+        random_init: the space's model has random weights: its hits only break ties and fill in
+            below the hits of the other lists.
+    """
+
+    name: str
+    space: str
+    modalities: tuple[str, ...]
+    weight: float
+    random_init: bool = False
+
+
+@dataclass(frozen=True)
+class RetrievalPlan:
+    lists: tuple[PlannedList, ...]
+    fusion: str
+    rrf_k: int
+
+    @property
+    def spaces(self) -> frozenset[str]:
+        """The spaces the plan searches: which query vectors the caller must compute."""
+        return frozenset(item.space for item in self.lists)
+
+
+def random_spaces(config: MragConfig) -> dict[str, bool]:
+    """``{space: the model behind it has random weights}`` for the configured models."""
+    from mrag.models import get_model_spec
+
+    return {
+        "clip": get_model_spec(config.clip_model).random_init,
+        "text_vec": get_model_spec(config.text_model).random_init,
+        "bm25": False,
+    }
+
+
+def check_weights(retrieval: RetrievalConfig, weights: Mapping[str, float] | None) -> None:
+    """Per-request weights must name configured lists (a :class:`MragError` names the key)."""
+    unknown = sorted(set(weights or {}) - set(retrieval.lists))
+    if unknown:
+        raise MragError(
+            f"weights: unknown list {unknown[0]!r}; lists: {', '.join(sorted(retrieval.lists))}"
+        )
+
+
+def build_plan(
+    retrieval: RetrievalConfig,
+    random_by_space: Mapping[str, bool],
+    *,
+    query_kind: str,
+    mode: str,
+    filter_modalities: tuple[str, ...] | None = None,
+    fusion: str | None = None,
+    weights: Mapping[str, float] | None = None,
+) -> RetrievalPlan:
+    """The lists that serve ``query_kind`` in ``mode``, minus those that cannot contribute.
+
+    A list is left out when its weight is 0 or when the request's modality filter and the
+    list's modalities have nothing in common (nothing it could return would pass the filter).
+    """
+    if mode not in MODE_SPACES:
+        raise MragError(f"mode must be one of {', '.join(MODE_SPACES)}, got {mode!r}")
+    check_weights(retrieval, weights)
+    planned = []
+    for name, spec in retrieval.lists.items():
+        if spec.query != query_kind or spec.space not in MODE_SPACES[mode]:
+            continue
+        weight = (weights or {}).get(name, retrieval.weight(name))
+        if weight <= 0:
+            continue
+        modalities = tuple(spec.modalities)
+        if filter_modalities and modalities and not set(modalities) & set(filter_modalities):
+            continue
+        planned.append(
+            PlannedList(
+                name=name,
+                space=spec.space,
+                modalities=modalities,
+                weight=float(weight),
+                random_init=bool(random_by_space.get(spec.space, False)),
+            )
+        )
+    return RetrievalPlan(tuple(planned), fusion or retrieval.fusion, retrieval.rrf_k)
