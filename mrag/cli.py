@@ -72,7 +72,11 @@ def _weights(items: list[str] | None) -> dict[str, float] | None:
 
 
 def _add_ranking_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rerank", action="store_true", help="rerank a deeper candidate pool")
+    parser.add_argument(
+        "--rerank",
+        action=argparse.BooleanOptionalAction,
+        help="rerank a deeper candidate pool (default: rerank.enabled)",
+    )
     parser.add_argument("--group", choices=["asset"], help="asset: one hit per asset")
 
 
@@ -93,15 +97,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from mrag.retrieve.search import MODES
 
     config = config_from_args(args)
-    modes = tuple(args.modes.split(",")) if args.modes else ("vector", "fts", "hybrid")
+    modes = tuple(args.modes.split(",")) if args.modes else None
     fusions = tuple(args.fusion.split(",")) if args.fusion else None
-    for name, given, allowed in (("modes", modes, MODES), ("fusion", fusions or (), FUSIONS)):
+    allowed_modes = (*MODES, *(f"{m}+rerank" for m in MODES))
+    for name, given, allowed in (
+        ("modes", modes or (), allowed_modes),
+        ("fusion", fusions or (), FUSIONS),
+    ):
         wrong = [g for g in given if g not in allowed]
         if wrong:
             raise MragError(f"--{name}: {wrong[0]!r} is not one of {', '.join(allowed)}")
     report = evaluate(
         QueryEngine.for_config(config), load_queries(args.queries), load_qrels(args.qrels),
-        modes, fusions, rerank=args.rerank, group=args.group,
+        modes, fusions, group=args.group,
     )  # fmt: skip
     print(json.dumps({"n_queries": report.n_queries, "metrics": report.metrics}) if args.json
           else report.render())  # fmt: skip
@@ -155,11 +163,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(evaluation)
     evaluation.add_argument("--queries", required=True, help="queries.jsonl (_id, text)")
     evaluation.add_argument("--qrels", required=True, help="qrels TSV: query-id corpus-id score")
-    evaluation.add_argument("--modes", help="comma-separated subset of vector,fts,hybrid")
+    evaluation.add_argument(
+        "--modes",
+        help="comma-separated: vector, fts, hybrid, each optionally +rerank (default: all three,"
+        " and hybrid+rerank when a reranker is configured)",
+    )
     evaluation.add_argument(
         "--fusion", help="comma-separated fusions to score (default: rrf,score, configured first)"
     )
-    _add_ranking_arguments(evaluation)
+    evaluation.add_argument("--group", choices=["asset"], help="asset: one hit per asset")
     evaluation.add_argument("--json", action="store_true")
     evaluation.set_defaults(run=cmd_eval)
 

@@ -4,9 +4,9 @@ Queries are JSON lines ``{"_id": "q1", "text": "..."}``, or ``{"_id": "q2", "ima
 for an image query (a path relative to the queries file); qrels are TSV ``query-id corpus-id
 score`` (a header line is allowed). Every mode is scored over every query: a mode that cannot take
 a query (``fts`` for an image) ranks nothing for it. Modes that fuse lists are scored with each
-fusion method, side by side. Corpus ids may be asset ids, chunk ids or URIs, or URIs'
-file names: each hit is mapped to whichever form the qrels use, and several chunks of one
-document count once, at the rank of the first.
+fusion method, side by side. Corpus ids may be asset ids, chunk ids or URIs, URIs' file
+names, or ``<file name>#page=<n>`` for one page of a PDF: each hit is mapped to whichever
+form the qrels use, and several chunks of one document count once, at the rank of the first.
 """
 
 from __future__ import annotations
@@ -73,7 +73,9 @@ def doc_ids(hits: list[Hit], known_ids: set[str]) -> list[str]:
     """Hits → the qrels' corpus ids, deduplicated in rank order."""
     ranked: list[str] = []
     for hit in hits:
-        for candidate in (hit.chunk_id, hit.asset_id, hit.uri, hit.uri.rsplit("/", 1)[-1]):
+        name = hit.uri.rsplit("/", 1)[-1]
+        page = f"{name}#page={hit.page}" if hit.page is not None else None  # a PDF page
+        for candidate in (hit.chunk_id, page, hit.asset_id, hit.uri, name):
             if candidate in known_ids:
                 break
         else:
@@ -125,17 +127,20 @@ def evaluate(
     engine: QueryEngine,
     queries: dict[str, str | ImageQuery],
     qrels: dict[str, dict[str, float]],
-    modes: tuple[str, ...] = MODES,
+    modes: tuple[str, ...] | None = None,
     fusions: tuple[str, ...] | None = None,
     *,
-    rerank: bool = False,
     group: str | None = None,
 ) -> EvalReport:
     """Scores each mode; ``vector`` and ``hybrid`` once per fusion in ``fusions`` (default:
     the configured one first, then the others), named ``mode`` for the configured fusion and
-    ``mode/<fusion>`` for the others."""
+    ``mode/<fusion>`` for the others. A mode ``<mode>+rerank`` is that mode reranked (the
+    default modes add ``hybrid+rerank`` when a reranker is configured); plain modes are scored
+    without reranking, whatever ``rerank.enabled`` says."""
     from mrag.query import validate_request
 
+    if modes is None:
+        modes = (*MODES, "hybrid+rerank") if engine.reranker is not None else MODES
     judged = {qid: q for qid, q in queries.items() if qid in qrels}
     if not judged:
         raise MragError("no query has judgements in the qrels file (check the ids)")
@@ -146,11 +151,16 @@ def evaluate(
     depth = min(max(RECALL_AT), engine.config.serve.max_k)
     images: dict[Path, bytes] = {}
     report = EvalReport(n_queries=len(judged))
-    for mode in modes:
+    for mode_name in modes:
+        mode, _, reranked = mode_name.partition("+")
+        if mode not in MODES or reranked not in ("", "rerank"):
+            raise MragError(
+                f"mode {mode_name!r}: expected one of {', '.join(MODES)}, or one + rerank"
+            )
         for fusion in fusions if mode != "fts" else fusions[:1]:
             requests: dict[str, SearchRequest] = {}
             for qid, query in judged.items():
-                body = {"k": depth, "mode": mode, "fusion": fusion, "rerank": rerank,
+                body = {"k": depth, "mode": mode, "fusion": fusion, "rerank": bool(reranked),
                         "group": group}  # fmt: skip
                 if isinstance(query, ImageQuery):
                     if mode == "fts":
@@ -176,6 +186,8 @@ def evaluate(
                 values["MRR@10"] = mrr_at(ranked, qrels[qid])
                 for name, value in values.items():
                     sums[name] = sums.get(name, 0.0) + value
-            row = mode if fusion == default_fusion or mode == "fts" else f"{mode}/{fusion}"
+            row = (
+                mode_name if fusion == default_fusion or mode == "fts" else f"{mode_name}/{fusion}"
+            )
             report.metrics[row] = {name: total / len(judged) for name, total in sums.items()}
     return report

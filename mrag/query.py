@@ -17,7 +17,7 @@ import binascii
 import functools
 import hashlib
 import json
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from mrag.config import MragConfig
     from mrag.embed.clip import ClipEmbedder
     from mrag.embed.text import HFTextEmbedder
+    from mrag.rerank import Reranker
     from mrag.retrieve.search import Hit
 
 
@@ -124,11 +125,11 @@ class SearchRequest(BaseModel):
     include_thumbnail: Annotated[
         bool, Strict(), explain("include_thumbnail must be true or false")
     ] = Field(False, description="Add each hit's JPEG thumbnail as `thumbnail_jpeg_b64`.")
-    rerank: Annotated[bool, Strict(), explain("rerank must be true or false")] = Field(
-        False,
+    rerank: Annotated[bool | None, Strict(), explain("rerank must be true, false or null")] = Field(
+        None,
         description=(
-            "Rerank a deeper candidate pool (`retrieval.rerank_depth`) before the top `k` are "
-            "kept; no change while the server has no reranker configured."
+            "Rerank a deeper candidate pool (`retrieval.rerank_depth`) before the top `k` "
+            "are kept; null: the server's `rerank.enabled`."
         ),
     )
     group: Annotated[Group | None, explain("group must be 'asset' or null")] = Field(
@@ -227,25 +228,60 @@ def config_fingerprint(config: MragConfig) -> str:
     return hashlib.sha256(settings.encode()).hexdigest()
 
 
-class Reranker(Protocol):
-    """What the query path calls to reorder a candidate pool (``mrag.rerank`` implements it)."""
-
-    def rerank(self, query: SearchRequest, hits: list[Hit]) -> list[Hit]: ...
+def wants_rerank(request: SearchRequest, config: MragConfig) -> bool:
+    """The request's own ``rerank``, else the server's ``rerank.enabled``."""
+    return config.rerank.enabled if request.rerank is None else request.rerank
 
 
 def candidate_depth(request: SearchRequest, config: MragConfig) -> int:
     """How many fused hits to retrieve before reranking, grouping and truncating to ``k``."""
-    if request.rerank or request.group:
+    if wants_rerank(request, config) or request.group:
         return max(request.k, config.retrieval.rerank_depth)
     return request.k
 
 
-def rerank_hits(request: SearchRequest, hits: list[Hit], reranker: Reranker | None) -> list[Hit]:
-    """The reranking hook: the reranker's order when one is configured and asked for, else
-    the fused order unchanged."""
-    if reranker is None or not request.rerank:
+def build_reranker(
+    config: MragConfig, clip: ClipEmbedder | None, retriever: Retriever
+) -> Reranker | None:
+    """The configured reranker (``rerank.text`` for text hits, ``rerank.visual`` for images and
+    pages), or ``None`` when both are ``none``. Stored vectors come from the retriever's current
+    table version."""
+    from mrag.rerank import RerankSettings, reranker_from_settings
+    from mrag.rerank.vectors import lance_vector_fetcher
+
+    settings = RerankSettings(
+        text=config.rerank.text or "none",
+        visual=config.rerank.visual,
+        depth=config.retrieval.rerank_depth,
+        batch_size=config.rerank.batch_size,
+        max_length=config.rerank.max_length,
+        weights=config.rerank.text_weights,
+    )
+    if not settings.enabled:
+        return None
+
+    def stored_vectors(chunk_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        table = retriever.table()
+        return {} if table is None else lance_vector_fetcher(table, "clip")(chunk_ids)
+
+    return reranker_from_settings(settings, clip_embedder=clip, vectors=stored_vectors)
+
+
+def rerank_hits(
+    request: SearchRequest,
+    hits: list[Hit],
+    reranker: Reranker | None,
+    vectors: dict[str, np.ndarray] | None = None,
+    *,
+    enabled: bool = True,
+) -> list[Hit]:
+    """The reranker's order of the pool when one is configured and the search reranks, else the
+    fused order unchanged. ``vectors``: the query's own vectors, so none is computed twice."""
+    if reranker is None or not enabled or len(hits) < 2:
         return hits
-    return reranker.rerank(request, hits)
+    from mrag.rerank import RerankQuery
+
+    return reranker.rerank(RerankQuery.from_request(request, vectors), hits)
 
 
 def group_hits(hits: list[Hit], group: str | None) -> list[Hit]:
@@ -262,23 +298,38 @@ def group_hits(hits: list[Hit], group: str | None) -> list[Hit]:
 
 
 def finish_hits(
-    request: SearchRequest, pool: list[Hit], reranker: Reranker | None = None
+    request: SearchRequest,
+    pool: list[Hit],
+    reranker: Reranker | None = None,
+    vectors: dict[str, np.ndarray] | None = None,
+    *,
+    rerank: bool = True,
 ) -> list[Hit]:
-    """Candidate pool → rerank hook → grouping → the top ``k``."""
-    return group_hits(rerank_hits(request, pool, reranker), request.group)[: request.k]
+    """Candidate pool → reranker (when ``rerank``) → grouping → the top ``k``."""
+    reranked = rerank_hits(request, pool, reranker, vectors, enabled=rerank)
+    return group_hits(reranked, request.group)[: request.k]
 
 
 class QueryEngine:
     """CLIP and text encoders plus a retriever for one database. Reuse it: models load once.
 
-    ``reranker`` (``None`` until one is configured) is what :func:`rerank_hits` calls.
+    The reranker (``rerank``) is built on the first search that reranks: a profile's
+    cross-encoder is loaded only by those who use it.
     """
 
     def __init__(self, config: MragConfig) -> None:
         self.config = config
         self.clip, self.text = _query_models(config)
         self.retriever = Retriever.for_config(config)
-        self.reranker: Reranker | None = None
+        self._reranker: Reranker | None = None
+        self._reranker_built = False
+
+    @property
+    def reranker(self) -> Reranker | None:
+        if not self._reranker_built:
+            self._reranker = build_reranker(self.config, self.clip, self.retriever)
+            self._reranker_built = True
+        return self._reranker
 
     @classmethod
     def for_config(cls, config: MragConfig) -> QueryEngine:
@@ -302,7 +353,7 @@ class QueryEngine:
         filters: dict[str, Any] | SearchFilters | None = None,
         mode: str = "hybrid",
         include_thumbnail: bool = False,
-        rerank: bool = False,
+        rerank: bool | None = None,
         group: str | None = None,
         fusion: str | None = None,
         weights: dict[str, float] | None = None,
@@ -369,7 +420,9 @@ class QueryEngine:
             fusion=request.fusion,
             weights=request.weights,
         )
-        return finish_hits(request, pool, self.reranker)
+        rerank = wants_rerank(request, self.config)
+        reranker = self.reranker if rerank else None
+        return finish_hits(request, pool, reranker, vectors, rerank=rerank)
 
 
 def _plan_args(request: SearchRequest) -> dict[str, Any]:

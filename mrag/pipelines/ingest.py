@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 import time
 import uuid
@@ -383,8 +384,13 @@ def run_ingest(
         dataset = build_dataset(config, todo)
         shown = Progress(todo.num_rows) if progress else None
         error_class: dict[str, str] = {}  # uri → why it failed or was cut short
+        # Fault injection (crash tests only): hold the driver this long after each commit, so
+        # a test can kill it between two commits of a job that would otherwise finish first.
+        hold_s = float(os.environ.get("MRAG_FAULT_COMMIT_DELAY_S") or 0)
         for rows in _write_batches(dataset, config.ingest.write_batch_rows):
             written = writer(rows)
+            if hold_s:
+                time.sleep(hold_s)
             if summary.first_commit_s is None and writer.commits:
                 summary.first_commit_s = time.perf_counter() - started
             classes = written["error_class"].to_pylist()

@@ -292,6 +292,11 @@ class Retriever:
 
     # -- table state -------------------------------------------------------------------------
 
+    def table(self) -> Any | None:
+        """The ``chunks`` table at its current version (``None`` before any ingest)."""
+        state = self._table_state()
+        return None if state is None else state.table
+
     def _table_state(self) -> _TableState | None:
         """The current table version's state; looks for a newer version at most every
         ``retrieval.refresh_interval_s`` (``checkout_latest`` is ~0.1 ms on a local disk)."""

@@ -12,6 +12,7 @@ from mrag.config import MragConfig, load_config
 from mrag.errors import ConfigError
 from mrag.serve.encoder import QueryEncoder
 from mrag.serve.ingress import SearchIngress
+from mrag.serve.reranker import RerankerDeployment
 
 if TYPE_CHECKING:
     from ray import serve
@@ -28,7 +29,8 @@ _INGRESS_NUM_CPUS = 0.25  # parsing, base64, LanceDB calls: I/O bound; decoding 
 
 
 def build_app(config: MragConfig, *, api_token: str | None = None) -> serve.Application:
-    """The encoder and the ingress bound into one application.
+    """The query encoder, the reranker (when one is configured) and the ingress, bound into one
+    application; each deployment has its own replicas and resources.
 
     Args:
         config: the whole config; shipped to each replica, which builds its own model and store.
@@ -44,10 +46,20 @@ def build_app(config: MragConfig, *, api_token: str | None = None) -> serve.Appl
             "num_gpus": serve_config.encoder_num_gpus,
         },
     ).bind(config)
+    reranker = None
+    if config.rerank.visual != "none" or config.rerank.text not in ("", "none"):
+        reranker = RerankerDeployment.options(
+            num_replicas=serve_config.reranker_replicas,
+            max_ongoing_requests=serve_config.max_ongoing_requests,
+            ray_actor_options={
+                "num_cpus": serve_config.reranker_num_cpus,
+                "num_gpus": serve_config.reranker_num_gpus,
+            },
+        ).bind(config)
     return SearchIngress.options(
         max_ongoing_requests=serve_config.max_ongoing_requests,
         ray_actor_options={"num_cpus": _INGRESS_NUM_CPUS},
-    ).bind(config, encoder, token)
+    ).bind(config, encoder, token, reranker)
 
 
 def app_builder(args: dict[str, str]) -> serve.Application:
@@ -62,7 +74,8 @@ def app_builder(args: dict[str, str]) -> serve.Application:
     path = args.pop("config", None) or os.environ.get(CONFIG_ENV)
     profile = args.pop("profile", None)
     overrides: dict[str, Any] = {"db_uri": args.pop("db", None) or os.environ.get(DB_ENV)}
-    fields = set(MragConfig.model_fields) - {"profile", "ingest", "index", "serve", "retrieval"}
+    sections = {"profile", "ingest", "index", "serve", "retrieval", "rerank"}
+    fields = set(MragConfig.model_fields) - sections
     for key, value in args.items():
         if "." not in key and key not in fields:
             raise ConfigError(

@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mrag.config import MragConfig
 from mrag.errors import DecodeError, MragError
 from mrag.models import get_model_spec
-from mrag.query import Reranker, candidate_depth, decode_query_image, finish_hits
+from mrag.query import candidate_depth, decode_query_image, finish_hits, wants_rerank
 from mrag.retrieve.search import Retriever, describe_error
 from mrag.serve.api import (
     ErrorResponse,
@@ -91,7 +91,9 @@ class SearchService:
             ``encode_text_spaces``: both text vectors) have a ``.remote(...)`` returning an
             awaitable vector.
         retriever: searches the database; called in a worker thread (LanceDB calls block).
-        reranker: reorders the candidate pool when a request asks for it (``None``: identity).
+        reranker: the :class:`~mrag.serve.reranker.RerankerDeployment`'s handle (anything
+            whose ``rerank.remote(query, hits)`` is awaitable), used when a search reranks;
+            ``None``: no reranking.
     """
 
     def __init__(
@@ -99,7 +101,7 @@ class SearchService:
         config: MragConfig,
         encoder: Any,
         retriever: Retriever,
-        reranker: Reranker | None = None,
+        reranker: Any = None,
     ) -> None:
         self.config = config
         self.encoder = encoder
@@ -148,7 +150,15 @@ class SearchService:
             )
         except MragError as exc:  # e.g. full-text search before any index exists
             raise ApiError(409, str(exc)) from None
-        hits = finish_hits(request, pool, self.reranker)
+        if self.reranker is not None and wants_rerank(request, self.config) and len(pool) > 1:
+            from mrag.rerank import RerankQuery
+
+            vectors = {"clip": _as_vector(clip_vector), "text_vec": _as_vector(text_vector)}
+            query = RerankQuery.from_request(
+                request, {k: v for k, v in vectors.items() if v is not None}
+            )
+            pool = await self.reranker.rerank.remote(query, pool)
+        hits = finish_hits(request, pool, rerank=False)
         return SearchResponse(
             hits=[
                 SearchHit.from_hit(hit, include_thumbnail=request.include_thumbnail) for hit in hits
@@ -365,7 +375,7 @@ class SearchIngress:
     """
 
     async def __init__(
-        self, config: MragConfig, encoder: Any, api_token: str | None = None
+        self, config: MragConfig, encoder: Any, api_token: str | None = None, reranker: Any = None
     ) -> None:
         from mrag.ray_runtime import bind_serve_replica_to_node_address
 
@@ -373,7 +383,7 @@ class SearchIngress:
 
         retriever = Retriever.for_config(config)
         _check_vector_width(retriever, get_model_spec(config.clip_model).embed_dim)
-        self.service = SearchService(config, encoder, retriever)
+        self.service = SearchService(config, encoder, retriever, reranker)
         self._api_token = api_token or None
         # Serve reports the replica healthy only once __init__ returns: warm up first
         # (the first search after /healthz turned green took 4.5 s instead of 57 ms).

@@ -142,7 +142,9 @@ def corpus(tmp_path_factory) -> tuple[Path, Path, int]:
 def test_driver_killed_mid_job_then_rerun_gives_the_uninterrupted_rows(corpus, tmp_path) -> None:
     source, reference, n_objects = corpus
     db = tmp_path / "db"
-    process = _ingest(source, db)
+    # The driver pauses 0.5 s after each commit, so the kill lands between two commits even
+    # on a fast machine (the job's commits otherwise fall within its last second).
+    process = _ingest(source, db, MRAG_FAULT_COMMIT_DELAY_S="0.5")
     started = time.monotonic()
     chunks = assets = 0
     while process.poll() is None and time.monotonic() - started < JOB_TIMEOUT_S:
@@ -186,7 +188,7 @@ def _embed_actor(driver: subprocess.Popen) -> psutil.Process | None:
 def test_embedding_actor_killed_mid_job_still_ingests_every_object_once(corpus, tmp_path) -> None:
     source, reference, n_objects = corpus
     db = tmp_path / "db"
-    process = _ingest(source, db)
+    process = _ingest(source, db, MRAG_FAULT_COMMIT_DELAY_S="0.5")  # see the driver test
     started = time.monotonic()
     actor = None
     while process.poll() is None and time.monotonic() - started < JOB_TIMEOUT_S:

@@ -81,10 +81,10 @@ def test_rerank_group_fusion_and_weights_are_validated() -> None:
     assert request.weights == {"bm25": 2.0}
     defaults = model.model_validate({"query": "x"})
     assert (defaults.rerank, defaults.group, defaults.fusion, defaults.weights) == (
-        False, None, None, None,
+        None, None, None, None,  # rerank null: the server's rerank.enabled
     )  # fmt: skip
     for body, words in (
-        ({"rerank": "yes"}, "rerank must be true or false"),
+        ({"rerank": "yes"}, "rerank must be true, false or null"),
         ({"group": "page"}, "group must be 'asset' or null"),
         ({"fusion": "max"}, "fusion must be one of rrf, score"),
         ({"weights": {"bm25": -1}}, "weights must map list names to numbers from 0 to 100"),

@@ -290,7 +290,7 @@ _NOT_AN_IMAGE = _b64(b"%PDF-1.4 definitely not pixels" * 10)
         ({"query": "x", "filters": ["modality"]}, 400, "filters must be an object"),
         ({"query": "x", "include_thumbnail": "yes"}, 400, "include_thumbnail"),
         ({"query": "x", "mode": "semantic"}, 400, "mode must be one of"),
-        ({"query": "x", "rerank": "yes"}, 400, "rerank must be true or false"),
+        ({"query": "x", "rerank": "yes"}, 400, "rerank must be true, false or null"),
         ({"query": "x", "group": "page"}, 400, "group must be 'asset' or null"),
         ({"query": "x", "fusion": "max"}, 400, "fusion must be one of"),
         ({"image": _b64(encode(pattern(1), "PNG")), "mode": "fts"}, 400, "needs a text query"),

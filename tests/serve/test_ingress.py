@@ -91,9 +91,13 @@ def test_a_valid_search_reaches_the_retriever(client: TestClient, retriever) -> 
         {"chunk_id": "c1", "asset_id": "a1", "uri": "/notes.txt", "modality": "text", "score": 0.9}
     ]
     (call,) = retriever.calls
-    assert (call["mode"], call["k"], call["text"]) == ("hybrid", 3, "notes")
+    # rerank.enabled is on by default: the retriever is asked for the deeper candidate pool
+    assert (call["mode"], call["k"], call["text"]) == ("hybrid", 50, "notes")
     assert call["clip_vector"].tolist() == [1.0, 0.0]
     assert call["text_vector"].tolist() == [0.0, 1.0]
+    no_rerank = {"query": "notes", "k": 3, "rerank": False}
+    assert client.post("/v1/search", json=no_rerank, headers=AUTH).status_code == 200
+    assert retriever.calls[-1]["k"] == 3
 
 
 def test_an_internal_error_is_a_json_500(client: TestClient, retriever) -> None:
