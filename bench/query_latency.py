@@ -6,10 +6,10 @@ Builds one database per size (synthetic clustered unit vectors in both spaces, a
 profile's widths; a text column of Zipf-distributed English-like words for BM25; 80 % text
 chunks, 10 % images, 10 % PDF pages; FTS, scalar and — at ``index.vector_min_rows`` and over —
 vector indices, as ``mrag index`` builds them). Then, per size, p50/p99 of in-process
-``QueryEngine.search`` per mode (query encoding included; ``hybrid+rerank`` is ``n/a`` while no
-reranker is wired into the query path). For the largest size it starts Ray Serve on 127.0.0.1
-with the mrag application and a trivial FastAPI deployment, and measures ``/v1/search`` (hybrid)
-and the trivial round trip over the same proxy. Last line::
+``QueryEngine.search`` per mode (query encoding included; plain modes without reranking,
+``hybrid+rerank`` with the profile's reranker). For the largest size it starts Ray Serve on
+127.0.0.1 with the mrag application and a trivial FastAPI deployment, and measures
+``/v1/search`` (hybrid) and the trivial round trip over the same proxy. Last line::
 
     serve_overhead_ms_p50=<HTTP p50 - in-process hybrid p50 - trivial round trip p50>
 
@@ -140,7 +140,8 @@ def in_process(config, n_queries: int) -> dict[str, tuple[float, float] | None]:
     out: dict[str, tuple[float, float] | None] = {}
     for mode in ("vector", "fts", "hybrid"):
         out[mode] = time_calls(
-            lambda i, m=mode: engine.search(QUERIES[i % len(QUERIES)], k=10, mode=m), n_queries
+            lambda i, m=mode: engine.search(QUERIES[i % len(QUERIES)], k=10, mode=m, rerank=False),
+            n_queries,
         )
     out["hybrid+rerank"] = None
     if engine.reranker is not None:
@@ -176,7 +177,7 @@ def over_http(config, n_queries: int) -> tuple[tuple[float, float], tuple[float,
         with httpx.Client(base_url=url, timeout=60) as client:
 
             def search(i: int) -> None:
-                body = {"query": QUERIES[i % len(QUERIES)], "k": 10}
+                body = {"query": QUERIES[i % len(QUERIES)], "k": 10, "rerank": False}
                 response = client.post("/v1/search", json=body)
                 response.raise_for_status()
 
@@ -193,7 +194,7 @@ def over_http(config, n_queries: int) -> tuple[tuple[float, float], tuple[float,
 
             engine = QueryEngine.for_config(config)
             in_process_p50 = time_calls(
-                lambda i: engine.search(QUERIES[i % len(QUERIES)], k=10), n_queries
+                lambda i: engine.search(QUERIES[i % len(QUERIES)], k=10, rerank=False), n_queries
             )[0]
     finally:
         serve.shutdown()
