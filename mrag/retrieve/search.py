@@ -9,12 +9,11 @@ and refreshes both when the table's version changes.
 
 from __future__ import annotations
 
-import base64
 import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import (
@@ -33,6 +32,7 @@ from pydantic_core import PydanticCustomError
 from mrag.config import ChunkModality as Modality
 from mrag.errors import MragError
 from mrag.retrieve.fusion import RankedList, fuse
+from mrag.retrieve.hits import Hit
 from mrag.retrieve.plan import VECTOR_SPACES, PlannedList, RetrievalPlan, build_plan, random_spaces
 from mrag.store import schema
 
@@ -55,35 +55,6 @@ _HIT_COLUMNS = [
     "chunk_id", "asset_id", "uri", "modality", "page", "start_s", "end_s",
     "char_start", "char_end", "text", "thumbnail",
 ]  # fmt: skip
-
-
-@dataclass
-class Hit:
-    """One retrieved chunk; higher ``score`` is better.
-
-    ``score`` is cosine similarity or BM25 when one list answered the query, else the fused
-    score (RRF sum or calibrated score sum): compare scores within one mode only.
-    """
-
-    chunk_id: str
-    asset_id: str
-    uri: str
-    modality: str
-    score: float
-    page: int | None = None
-    start_s: float | None = None
-    end_s: float | None = None
-    char_start: int | None = None
-    char_end: int | None = None
-    text: str | None = None
-    thumbnail: bytes | None = None
-
-    def to_dict(self, include_thumbnail: bool = False) -> dict[str, Any]:
-        """JSON-ready: empty locator fields are dropped, the thumbnail becomes base64 JPEG."""
-        out = {k: v for k, v in asdict(self).items() if v is not None and k != "thumbnail"}
-        if include_thumbnail and self.thumbnail:
-            out["thumbnail_jpeg_b64"] = base64.b64encode(self.thumbnail).decode()
-        return out
 
 
 # ------------------------------------------------------------------------------------------------
