@@ -32,13 +32,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         image = Path(args.image).read_bytes() if args.image else None
     except OSError as exc:
         raise MragError(f"cannot read the query image: {exc}") from None
-    filters = {}
-    if args.modality:
-        filters["modality"] = args.modality
-    if args.uri_prefix:
-        filters["uri_prefix"] = args.uri_prefix
-    if args.page is not None:
-        filters["page"] = args.page
+    filters = _filters(args)
     engine = QueryEngine.for_config(config)
     hits = engine.search(
         args.text, image=image, k=args.k, filters=filters, mode=args.mode, rerank=args.rerank,
@@ -78,6 +72,56 @@ def _add_ranking_arguments(parser: argparse.ArgumentParser) -> None:
         help="rerank a deeper candidate pool (default: rerank.enabled)",
     )
     parser.add_argument("--group", choices=["asset"], help="asset: one hit per asset")
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    """Search → refine → generate: the answer with ``[n]`` citations, then the cited sources."""
+    from mrag.generate import create_generator, stream_answer
+    from mrag.query import QueryEngine
+    from mrag.refine import refine
+
+    config = config_from_args(args)
+    try:
+        image = Path(args.image).read_bytes() if args.image else None
+    except OSError as exc:
+        raise MragError(f"cannot read the query image: {exc}") from None
+    engine = QueryEngine.for_config(config)
+    question = args.question or ""
+    hits = engine.search(args.question, image=image, k=args.k, filters=_filters(args))
+    # The extractive generator picks sentences with the engine's own text encoder.
+    embed = engine.text.embed_texts if args.generator == "extractive" else None
+    generator = create_generator(args.generator, embed=embed)
+    result = None
+    for event in stream_answer(question or "(image query)", refine(hits), generator):
+        if event["type"] == "delta":
+            if args.stream and not args.json:
+                print(event["text"], end="", flush=True)
+        else:
+            result = event["result"]
+    if args.json:
+        print(json.dumps(result.to_dict()))
+        return 0
+    if not args.stream:
+        print(result.answer, end="")
+    print("\n\nSources:")
+    cited = {c.n for c in result.citations}
+    for item in result.evidence:
+        if item.n in cited:
+            print(f"  {item.citation()}")
+    if result.dropped_citations:
+        print(f"({result.dropped_citations} citations pointed at no source and were dropped)")
+    return 0
+
+
+def _filters(args: argparse.Namespace) -> dict:
+    filters = {}
+    if args.modality:
+        filters["modality"] = args.modality
+    if args.uri_prefix:
+        filters["uri_prefix"] = args.uri_prefix
+    if args.page is not None:
+        filters["page"] = args.page
+    return filters
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -143,6 +187,23 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--json", action="store_true")
     add_config_arguments(search)
     search.set_defaults(run=cmd_search)
+
+    ask = sub.add_parser("ask", help="answer a question from the corpus, with cited sources")
+    ask.add_argument("question", nargs="?")
+    ask.add_argument("--image", help="path of a query image")
+    ask.add_argument("-k", type=int, default=8, help="hits to draw the evidence from")
+    ask.add_argument("--modality", action="append", help="restrict to a modality (repeatable)")
+    ask.add_argument("--uri-prefix", help="restrict to objects under this URI prefix")
+    ask.add_argument("--page", type=int, help="restrict to one PDF page (1-based)")
+    ask.add_argument(
+        "--generator",
+        default="extractive",
+        help="extractive (default, no model), openai (OPENAI_BASE_URL), or a causal LM spec",
+    )
+    ask.add_argument("--stream", action="store_true", help="print the answer as it is written")
+    ask.add_argument("--json", action="store_true")
+    add_config_arguments(ask)
+    ask.set_defaults(run=cmd_ask)
 
     serve = sub.add_parser("serve", help="start the HTTP API on Ray Serve")
     add_config_arguments(serve)

@@ -187,3 +187,20 @@ def test_eval_prints_modes_side_by_side_and_hybrid_holds_up(
     print(table)  # the figures, for `pytest -s`
     _assert_hybrid_holds_up(metrics)
     assert metrics["hybrid"]["recall@10"] == 1.0
+
+
+def test_ask_answers_with_citations_that_point_at_the_sources(doc_db, capsys) -> None:
+    root, config, _ = doc_db
+    argv = ["ask", "What are Saturn's rings composed of?", "--db", config.db_uri,
+            "--profile", "offline"]  # fmt: skip
+    assert main([*argv, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    cited = {c["n"] for c in result["citations"]}
+    evidence = {e["n"]: e for e in result["evidence"]}
+    assert cited and cited <= set(evidence)  # every citation points at evidence given
+    assert result["dropped_citations"] == 0
+    assert all(f"[{n}]" in result["answer"] for n in cited)
+    assert any(evidence[n]["uri"].endswith("astronomy.pdf") for n in cited)
+    assert main([*argv, "--stream"]) == 0
+    printed = capsys.readouterr().out
+    assert "Sources:" in printed and "astronomy.pdf" in printed.split("Sources:")[1]
