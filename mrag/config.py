@@ -267,7 +267,14 @@ class ServeConfig(_ConfigModel):
     reranker_replicas: Int = Field(1, gt=0)
     reranker_num_cpus: Resource = 0.25
     reranker_num_gpus: Resource = 0.0
+    # The generator deployment (``/v1/answer``): a local LM wants the GPU most of all.
+    generator_replicas: Int = Field(1, gt=0)
+    generator_num_cpus: Resource = 0.25
+    generator_num_gpus: Resource = 0.0
     max_ongoing_requests: Int = Field(64, gt=0)
+    # Requests a deployment holds waiting for a slot beyond max_ongoing_requests; past that it
+    # answers 503 at once, so an overloaded app refuses quickly instead of timing out. -1: no cap.
+    max_queued_requests: Int = Field(64, ge=-1)
 
 
 #: Chunk modalities as the ``chunks`` table writes them (``mrag.retrieve.search`` filters on them).
@@ -378,6 +385,35 @@ class RerankConfig(_ConfigModel):
     max_length: Int = Field(512, ge=16, le=8192)
 
 
+GeneratorKind = Annotated[str, Field(strict=True, min_length=1)]
+
+
+class GenerateConfig(_ConfigModel):
+    """How ``/v1/answer`` and ``mrag ask`` turn evidence into an answer.
+
+    ``generator``: ``extractive`` (no model: a cited digest, the offline default),
+    ``transformers`` (the local causal LM ``model``), ``openai`` (any chat-completions endpoint
+    at ``base_url``; the key comes from ``OPENAI_API_KEY``, never from a config file) or a
+    registered ``hf_causal_lm`` spec name. ``k``: hits retrieved for an answer when the
+    request gives none; ``max_tokens`` / ``max_images``: the evidence budget of the refiner.
+    """
+
+    _section: ClassVar[str] = "generate"
+
+    generator: GeneratorKind = "extractive"
+    model: Text = ""
+    weights: Text = ""
+    base_url: Text = ""
+    accepts_images: bool = False
+    max_new_tokens: Int = Field(512, ge=1, le=32_768)
+    temperature: Float = Field(0.0, ge=0, le=2)
+    timeout_s: Float = Field(60.0, gt=0, le=3600)
+    max_sentences: Int = Field(4, ge=1, le=64)
+    k: Int = Field(8, ge=1, le=1000)
+    max_tokens: Int = Field(2000, ge=16, le=1_000_000)
+    max_images: Int = Field(4, ge=0, le=64)
+
+
 class MragConfig(_ConfigModel):
     """Everything a job, the server or a notebook needs to know.
 
@@ -400,6 +436,7 @@ class MragConfig(_ConfigModel):
     serve: ServeConfig = Field(default_factory=ServeConfig)
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     rerank: RerankConfig = Field(default_factory=RerankConfig)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
 
     @model_validator(mode="after")
     def _profile_models(self) -> MragConfig:

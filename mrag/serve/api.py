@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_K",
+    "AnswerResponse",
+    "Citation",
     "ErrorResponse",
     "HealthResponse",
     "SearchHit",
@@ -58,6 +60,36 @@ class SearchResponse(BaseModel):
     """The hits, best first, and the server-side time the search took."""
 
     hits: list[SearchHit]
+    took_ms: float
+
+
+class Citation(BaseModel):
+    """One cited evidence item: where its ``[n]`` points (fields that do not apply are left out)."""
+
+    n: int = Field(description="The number the answer cites it by, as `[n]`.")
+    chunk_id: str = Field(description="A returned hit of this evidence: the one to open.")
+    chunk_ids: list[str] = Field(description="Every chunk merged into this evidence item.")
+    asset_id: str
+    uri: str
+    modality: str
+    page: int | None = None
+    page_end: int | None = None
+    char_start: int | None = None
+    char_end: int | None = None
+    start_s: float | None = None
+    end_s: float | None = None
+
+
+class AnswerResponse(BaseModel):
+    """The answer with ``[n]`` citations, what they point at, and the hits it was drawn from."""
+
+    answer: str
+    citations: list[Citation]
+    dropped_citations: int = Field(
+        description="Cited numbers that matched no evidence item and were dropped."
+    )
+    hits: list[SearchHit]
+    generator: str
     took_ms: float
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from mrag.config import MragConfig, load_config
 from mrag.errors import ConfigError
 from mrag.serve.encoder import QueryEncoder
+from mrag.serve.generator import GeneratorDeployment
 from mrag.serve.ingress import SearchIngress
 from mrag.serve.reranker import RerankerDeployment
 
@@ -29,8 +30,9 @@ _INGRESS_NUM_CPUS = 0.25  # parsing, base64, LanceDB calls: I/O bound; decoding 
 
 
 def build_app(config: MragConfig, *, api_token: str | None = None) -> serve.Application:
-    """The query encoder, the reranker (when one is configured) and the ingress, bound into one
-    application; each deployment has its own replicas and resources.
+    """The query encoder, the reranker (when one is configured), the generator and the ingress,
+    bound into one application; each deployment has its own replicas, resources and queue
+    (``serve.max_queued_requests``: past it a call is refused with 503 at once).
 
     Args:
         config: the whole config; shipped to each replica, which builds its own model and store.
@@ -38,9 +40,13 @@ def build_app(config: MragConfig, *, api_token: str | None = None) -> serve.Appl
     """
     serve_config = config.serve
     token = api_token if api_token is not None else os.environ.get(TOKEN_ENV) or None
+    queue = {
+        "max_ongoing_requests": serve_config.max_ongoing_requests,
+        "max_queued_requests": serve_config.max_queued_requests,
+    }
     encoder = QueryEncoder.options(
         num_replicas=serve_config.encoder_replicas,
-        max_ongoing_requests=serve_config.max_ongoing_requests,
+        **queue,
         ray_actor_options={
             "num_cpus": serve_config.encoder_num_cpus,
             "num_gpus": serve_config.encoder_num_gpus,
@@ -50,16 +56,24 @@ def build_app(config: MragConfig, *, api_token: str | None = None) -> serve.Appl
     if config.rerank.visual != "none" or config.rerank.text not in ("", "none"):
         reranker = RerankerDeployment.options(
             num_replicas=serve_config.reranker_replicas,
-            max_ongoing_requests=serve_config.max_ongoing_requests,
+            **queue,
             ray_actor_options={
                 "num_cpus": serve_config.reranker_num_cpus,
                 "num_gpus": serve_config.reranker_num_gpus,
             },
         ).bind(config)
+    generator = GeneratorDeployment.options(
+        num_replicas=serve_config.generator_replicas,
+        **queue,
+        ray_actor_options={
+            "num_cpus": serve_config.generator_num_cpus,
+            "num_gpus": serve_config.generator_num_gpus,
+        },
+    ).bind(config)
     return SearchIngress.options(
-        max_ongoing_requests=serve_config.max_ongoing_requests,
+        **queue,
         ray_actor_options={"num_cpus": _INGRESS_NUM_CPUS},
-    ).bind(config, encoder, token, reranker)
+    ).bind(config, encoder, token, reranker, generator)
 
 
 def app_builder(args: dict[str, str]) -> serve.Application:
@@ -74,8 +88,11 @@ def app_builder(args: dict[str, str]) -> serve.Application:
     path = args.pop("config", None) or os.environ.get(CONFIG_ENV)
     profile = args.pop("profile", None)
     overrides: dict[str, Any] = {"db_uri": args.pop("db", None) or os.environ.get(DB_ENV)}
-    sections = {"profile", "ingest", "index", "serve", "retrieval", "rerank"}
-    fields = set(MragConfig.model_fields) - sections
+    sections = {
+        name for name, field in MragConfig.model_fields.items()
+        if isinstance(field.default_factory, type)
+    }  # fmt: skip
+    fields = set(MragConfig.model_fields) - sections - {"profile"}
     for key, value in args.items():
         if "." not in key and key not in fields:
             raise ConfigError(

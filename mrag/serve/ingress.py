@@ -18,12 +18,13 @@ import asyncio
 import hmac
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.security import HTTPBearer
 from ray import serve
 from starlette.datastructures import Headers
@@ -31,12 +32,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mrag.ask import answer_request_model
 from mrag.config import MragConfig
 from mrag.errors import DecodeError, MragError
 from mrag.models import get_model_spec
 from mrag.query import candidate_depth, decode_query_image, finish_hits, wants_rerank
+from mrag.retrieve.hits import Hit
 from mrag.retrieve.search import Retriever, describe_error
+from mrag.serve.answer import AnswerService, GeneratorFailed
 from mrag.serve.api import (
+    AnswerResponse,
     ErrorResponse,
     HealthResponse,
     SearchHit,
@@ -47,6 +52,8 @@ from mrag.serve.api import (
 
 log = logging.getLogger(__name__)
 
+#: The search page and its files (``GET /``).
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: Paths under this prefix need the bearer token (when one is set) and obey the body limit.
 API_PREFIX = "/v1/"
 
@@ -57,6 +64,8 @@ _ERROR_STATUSES = {
     409: "The database cannot answer this yet, e.g. full-text search before `mrag index`.",
     413: "Request body over the server's `serve.max_body_bytes`.",
     500: "Not the request's fault; the server log has the details.",
+    502: "The generator (e.g. an OpenAI-compatible endpoint) failed to answer.",
+    503: "Overloaded: a deployment's queue (`serve.max_queued_requests`) is full; retry later.",
 }
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     **{
@@ -110,6 +119,21 @@ class SearchService:
 
     async def search(self, request: SearchRequest) -> SearchResponse:
         started = time.perf_counter()
+        hits = await self.hits(request)
+        return SearchResponse(
+            hits=[
+                SearchHit.from_hit(hit, include_thumbnail=request.include_thumbnail) for hit in hits
+            ],
+            took_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+
+    async def hits(self, request: SearchRequest) -> list[Hit]:
+        """The request's top ``k`` hits: plan → encode → retrieve → rerank → group.
+
+        Raises:
+            ApiError: 400 for a plan or image the server cannot use, 409 when the database
+                cannot answer yet, 503 when a downstream deployment's queue is full.
+        """
         try:
             plan = self.retriever.plan(
                 query_kind="text" if request.query is not None else "image",
@@ -158,13 +182,7 @@ class SearchService:
                 request, {k: v for k, v in vectors.items() if v is not None}
             )
             pool = await self.reranker.rerank.remote(query, pool)
-        hits = finish_hits(request, pool, rerank=False)
-        return SearchResponse(
-            hits=[
-                SearchHit.from_hit(hit, include_thumbnail=request.include_thumbnail) for hit in hits
-            ],
-            took_ms=round((time.perf_counter() - started) * 1000, 1),
-        )
+        return finish_hits(request, pool, rerank=False)
 
     async def warm_up(self) -> None:
         """One real query through the encoders and the retriever (models' lazy init, LanceDB
@@ -304,13 +322,32 @@ async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def create_api(service: SearchService, *, api_token: str | None = None) -> FastAPI:
-    """The FastAPI app over ``service``; ``api_token`` (``None`` or empty: off) guards ``/v1/``.
+async def _overloaded(request: Request, exc: Exception) -> JSONResponse:
+    """A downstream deployment's queue is full (``BackPressureError``): refuse now, not later."""
+    return JSONResponse(
+        {"error": "the service is overloaded (a queue is full); retry later"},
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
+
+
+async def _generator_failed(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"error": str(exc)}, status_code=502)
+
+
+def create_api(
+    service: SearchService, *, api_token: str | None = None, answers: AnswerService | None = None
+) -> FastAPI:
+    """The FastAPI app over ``service``; ``api_token`` (``None`` or empty: off) guards ``/v1/``;
+    ``answers`` adds ``POST /v1/answer``. ``GET /`` is the search page.
 
     No Ray needed: tests and other front ends can serve it with any ASGI server.
     """
+    from ray.serve.exceptions import BackPressureError
+
     config = service.config
     request_model = search_request_model(config.serve.max_k)
+    answer_model = answer_request_model(config.serve.max_k, config.generate.k)
     app = FastAPI(
         title="mrag search API",
         summary="Multimodal search over a LanceDB corpus: text or image in, ranked chunks out.",
@@ -323,6 +360,8 @@ def create_api(service: SearchService, *, api_token: str | None = None) -> FastA
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(BackPressureError, _overloaded)
+    app.add_exception_handler(GeneratorFailed, _generator_failed)
     app.add_exception_handler(Exception, _internal_error)
     # Publishes the scheme (and the "Authorize" button of /docs); RequestGate enforces it.
     bearer = [Depends(HTTPBearer(auto_error=False))] if api_token else []
@@ -344,6 +383,45 @@ def create_api(service: SearchService, *, api_token: str | None = None) -> FastA
     async def search(request: request_model) -> SearchResponse:
         """Text or image search over the corpus; hits best first."""
         return await service.search(request)
+
+    if answers is not None:
+
+        @app.post(
+            "/v1/answer",
+            response_model=AnswerResponse,
+            response_model_exclude_none=True,
+            responses={
+                **ERROR_RESPONSES,
+                200: {
+                    "description": "JSON, or with `stream: true` server-sent events "
+                    "(`hits`, `delta`…, `citations`, `done`; `error`).",
+                    "content": {"text/event-stream": {}},
+                },
+            },
+            dependencies=bearer,
+        )
+        async def answer(request: answer_model) -> Any:
+            """Answers a question (or an image) from the corpus, citing the hits with `[n]`."""
+            if not request.stream:
+                return await answers.answer(request)
+            return StreamingResponse(
+                await answers.events(request),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        """The search page: one static file, no build step."""
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/static/{name}", include_in_schema=False)
+    async def static(name: str) -> FileResponse:
+        """The page's own files (nothing else under the folder, no sub-paths)."""
+        path = STATIC_DIR / name
+        if "/" in name or name.startswith(".") or not path.is_file():
+            raise StarletteHTTPException(404, f"no static file {name!r}")
+        return FileResponse(path)
 
     return app
 
@@ -372,10 +450,18 @@ class SearchIngress:
             as a constructor argument (read from ``MRAG_API_TOKEN`` when the app is built)
             because Serve replicas are Ray actors that do not see the builder's environment,
             and a YAML ``ray_actor_options`` replaces any ``runtime_env`` set in code.
+        reranker: handle to the :class:`~mrag.serve.reranker.RerankerDeployment`, or ``None``.
+        generator: handle to the :class:`~mrag.serve.generator.GeneratorDeployment`; ``None``:
+            no ``/v1/answer``.
     """
 
     async def __init__(
-        self, config: MragConfig, encoder: Any, api_token: str | None = None, reranker: Any = None
+        self,
+        config: MragConfig,
+        encoder: Any,
+        api_token: str | None = None,
+        reranker: Any = None,
+        generator: Any = None,
     ) -> None:
         from mrag.ray_runtime import bind_serve_replica_to_node_address
 
@@ -384,6 +470,7 @@ class SearchIngress:
         retriever = Retriever.for_config(config)
         _check_vector_width(retriever, get_model_spec(config.clip_model).embed_dim)
         self.service = SearchService(config, encoder, retriever, reranker)
+        self.answers = None if generator is None else AnswerService(self.service, generator)
         self._api_token = api_token or None
         # Serve reports the replica healthy only once __init__ returns: warm up first
         # (the first search after /healthz turned green took 4.5 s instead of 57 ms).
@@ -406,4 +493,4 @@ class SearchIngress:
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """Serve calls this once per replica, after ``__init__``: the app this replica serves."""
-        return create_api(self.service, api_token=self._api_token)
+        return create_api(self.service, api_token=self._api_token, answers=self.answers)

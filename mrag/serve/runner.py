@@ -35,13 +35,16 @@ def run_server(config: MragConfig, *, blocking: bool = True) -> str:
     init_ray(config.ray_address)
     serve.start(http_options={"host": host, "port": port})
     url = f"http://{host}:{port}"
-    where = f"POST {url}/v1/search (docs: {url}/docs, health: {url}/healthz)"
+    where = (
+        f"page {url}/, POST {url}/v1/search and {url}/v1/answer "
+        f"(docs: {url}/docs, health: {url}/healthz)"
+    )
     application = build_app(config)
     if not blocking:
         serve.run(application, name=APP_NAME, route_prefix="/")
-        print(f"mrag search API ready: {where}", flush=True)
+        print(f"mrag API ready: {where}", flush=True)
         return url
-    print(f"mrag search API starting: {where}; Ctrl-C stops it", flush=True)
+    print(f"mrag API starting: {where}; Ctrl-C stops it", flush=True)
     try:
         serve.run(application, name=APP_NAME, route_prefix="/", blocking=True)
     except KeyboardInterrupt:

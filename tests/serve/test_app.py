@@ -394,6 +394,95 @@ def test_unknown_routes_use_the_same_error_shape(server: Server) -> None:
     assert _error(response)
 
 
+def _sse_events(response: httpx.Response) -> list[tuple[str, dict]]:
+    """``event:``/``data:`` blocks of a server-sent event stream, in order."""
+    events = []
+    for block in response.text.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if fields:
+            events.append((fields["event"], json.loads(fields["data"])))
+    return events
+
+
+@pytest.mark.integration
+def test_answer_cites_returned_hits(server: Server) -> None:
+    body = {"query": "when were the herons counted on the mudflats?", "k": 4}
+    response = server.client.post("/v1/answer", json=body, headers=AUTH)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert set(result) >= {"answer", "citations", "hits", "dropped_citations", "generator"}
+    assert result["generator"] == "extractive" and result["dropped_citations"] == 0
+    assert "herons" in result["answer"] and "[1]" in result["answer"]
+    hit_ids = {hit["chunk_id"] for hit in result["hits"]}
+    assert len(result["hits"]) == 4 and result["citations"]
+    for citation in result["citations"]:
+        assert f"[{citation['n']}]" in result["answer"]
+        assert citation["chunk_id"] in hit_ids and set(citation["chunk_ids"]) <= hit_ids
+    cited = next(h for h in result["hits"] if h["chunk_id"] == result["citations"][0]["chunk_id"])
+    assert cited["uri"].endswith("field-notes.txt")
+    assert all("thumbnail_jpeg_b64" not in hit for hit in result["hits"])  # not asked for
+
+
+@pytest.mark.integration
+def test_answer_streams_hits_deltas_citations_then_done(server: Server) -> None:
+    body = {"query": "herons at dawn, and the ledger of sightings by tide", "k": 3, "stream": True}
+    response = server.client.post("/v1/answer", json=body, headers=AUTH)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = _sse_events(response)
+    kinds = [kind for kind, _ in events]
+    assert kinds[0] == "hits" and kinds[-2:] == ["citations", "done"], kinds
+    deltas = [data["text"] for kind, data in events if kind == "delta"]
+    assert len(deltas) >= 2 and set(kinds[1:-2]) == {"delta"}, kinds
+    done = events[-1][1]
+    assert "".join(deltas) == done["answer"] and done["took_ms"] > 0
+    hit_ids = {hit["chunk_id"] for hit in events[0][1]["hits"]}
+    citations = events[-2][1]["citations"]
+    assert citations and all(c["chunk_id"] in hit_ids for c in citations)
+
+
+@pytest.mark.integration
+def test_answer_to_an_image_cites_that_image(server: Server) -> None:
+    uri, data = next(iter(server.images.items()))
+    body = {"image": _b64(data), "k": 3, "include_thumbnail": True}
+    response = server.client.post("/v1/answer", json=body, headers=AUTH)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["hits"][0]["uri"] == uri and result["hits"][0]["thumbnail_jpeg_b64"]
+    hit_ids = {hit["chunk_id"] for hit in result["hits"]}
+    assert all(c["chunk_id"] in hit_ids for c in result["citations"])
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "words"),
+    [
+        ({"query": "herons"}, {}, 401, "bearer token"),
+        ({"query": "herons", "k": MAX_K + 1}, None, 400, f"from 1 to {MAX_K}"),
+        ({"query": "herons", "stream": "yes"}, None, 400, "stream must be true or false"),
+        ({"query": "herons", "image": "aGk="}, None, 400, "exactly one"),
+        ({"query": "herons", "colour": "red"}, None, 400, "unknown field 'colour'"),
+        ({"query": "x" * MAX_BODY_BYTES}, None, 413, "limit"),
+    ],
+)
+def test_answer_obeys_auth_and_the_search_limits(
+    server: Server, body: dict, headers: dict | None, status: int, words: str
+) -> None:
+    response = server.client.post(
+        "/v1/answer", json=body, headers=AUTH if headers is None else headers
+    )
+    assert response.status_code == status, response.text
+    assert words in _error(response)
+
+
+@pytest.mark.integration
+def test_the_search_page_is_served_without_a_token(server: Server) -> None:
+    page = server.client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "v1/answer" in page.text
+    assert server.client.get("/static/../ingress.py").status_code == 404
+
+
 @pytest.mark.integration
 def test_concurrent_requests_all_succeed_and_share_batches(server: Server) -> None:
     from ray import serve

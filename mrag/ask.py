@@ -1,0 +1,152 @@
+"""Answering a question from the corpus: search → refine → generate, with ``[n]`` citations.
+
+One path for every front end: ``mrag ask``, notebooks and the Serve application's
+``POST /v1/answer`` (which runs the same steps split across deployments). The generator and the
+refiner's budget come from the config's ``generate`` section::
+
+    engine = QueryEngine.for_config(config)
+    generator = generator_from_config(config, embed=engine.text.embed_texts)
+    for event in answer_events(engine, AnswerRequest(query="how do I encrypt a file?"), generator):
+        ...  # {"type": "hits"}, then {"type": "delta"}…, then {"type": "done", "result": Answer}
+
+An answer's citations (``citation_dicts``) name the evidence's chunks, all of them among the
+returned hits: the refiner only merges, drops and cuts the hits it is given.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Annotated, Any
+
+from pydantic import Field, Strict, create_model
+
+from mrag.query import SearchRequest
+from mrag.retrieve.search import explain
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Sequence
+
+    import numpy as np
+
+    from mrag.config import MragConfig
+    from mrag.generate import Answer, Generator
+    from mrag.query import QueryEngine
+    from mrag.refine import Evidence, RefineSettings
+    from mrag.retrieve.search import Hit
+
+#: What an image-only question is called in the prompt.
+IMAGE_QUESTION = "(image query) What does the corpus hold about this image?"
+
+
+class AnswerRequest(SearchRequest):
+    """A search request (the question is its ``query``, or an ``image``) and how to answer."""
+
+    stream: Annotated[bool, Strict(), explain("stream must be true or false")] = Field(
+        False,
+        description=(
+            "Answer as server-sent events: `hits`, then `delta`s of the answer's text, then "
+            "`citations`, then `done` (an `error` event ends a stream that fails midway)."
+        ),
+    )
+
+
+@functools.cache
+def answer_request_model(max_k: int, default_k: int) -> type[AnswerRequest]:
+    """:class:`AnswerRequest` with ``k`` bounded by ``serve.max_k`` and defaulting to
+    ``generate.k`` (as :func:`mrag.query.search_request_model` does for searches)."""
+    k_type = Annotated[
+        int, Strict(), Field(ge=1, le=max_k), explain(f"k must be an integer from 1 to {max_k}")
+    ]
+    default = Field(
+        min(default_k, max_k),
+        description=f"How many hits to retrieve as evidence, best first (1 to {max_k}).",
+    )
+    return create_model(
+        "AnswerRequest",
+        __base__=AnswerRequest,
+        __module__=__name__,
+        __doc__=AnswerRequest.__doc__,
+        k=(k_type, default),
+    )
+
+
+def question_of(request: SearchRequest) -> str:
+    """The question the prompt asks: the query text, or a stand-in for an image query."""
+    return request.query if request.query is not None else IMAGE_QUESTION
+
+
+def evidence_search(request: SearchRequest) -> SearchRequest:
+    """The search an answer runs: with thumbnails, since visual evidence is shown to
+    generators that take images (the response leaves them out unless the client asked)."""
+    return request.model_copy(update={"include_thumbnail": True})
+
+
+def generator_from_config(
+    config: MragConfig,
+    *,
+    embed: Callable[[list[str]], np.ndarray] | None = None,
+    device: str = "cpu",
+) -> Generator:
+    """The ``generate`` section's generator; ``embed`` is the extractive one's sentence encoder
+    (the caller's loaded text encoder; the packaged MiniLM when ``None``)."""
+    from mrag.generate import GeneratorSettings, create_generator
+
+    section = config.generate
+    settings = GeneratorSettings(
+        model=section.model,
+        weights=section.weights,
+        device=device,
+        dtype=config.ingest.dtype,
+        max_new_tokens=section.max_new_tokens,
+        temperature=section.temperature,
+        base_url=section.base_url,
+        accepts_images=section.accepts_images,
+        timeout_s=section.timeout_s,
+        max_sentences=section.max_sentences,
+        seed=config.seed,
+    )
+    return create_generator(section.generator, settings, embed=embed)
+
+
+def refine_settings(config: MragConfig) -> RefineSettings:
+    """The refiner with the ``generate`` section's evidence budget."""
+    from mrag.refine import RefineSettings
+
+    return RefineSettings(
+        max_tokens=config.generate.max_tokens, max_images=config.generate.max_images
+    )
+
+
+def refine_hits(config: MragConfig, hits: Sequence[Hit]) -> list[Evidence]:
+    from mrag.refine import refine
+
+    return refine(hits, refine_settings(config))
+
+
+def answer_events(
+    engine: QueryEngine, request: SearchRequest, generator: Generator
+) -> Iterator[dict[str, Any]]:
+    """In process: ``{"type": "hits", "hits": [Hit]}``, then the generator's
+    ``{"type": "delta", "text": …}`` events, then ``{"type": "done", "result": Answer}``."""
+    from mrag.generate import stream_answer
+
+    hits = engine.run(evidence_search(request))
+    yield {"type": "hits", "hits": hits}
+    evidence = refine_hits(engine.config, hits)
+    yield from stream_answer(
+        question_of(request),
+        evidence,
+        generator,
+        image_budget=engine.config.generate.max_images,
+    )
+
+
+def citation_dicts(result: Answer) -> list[dict[str, Any]]:
+    """The answer's citations, JSON-ready (see :func:`with_chunk_id`)."""
+    return [with_chunk_id(citation.to_dict()) for citation in result.citations]
+
+
+def with_chunk_id(citation: dict[str, Any]) -> dict[str, Any]:
+    """A citation dict with ``chunk_id`` (its first chunk: a hit to open and highlight) besides
+    every merged ``chunk_ids``."""
+    return {"n": citation["n"], "chunk_id": citation["chunk_ids"][0], **citation}

@@ -1,0 +1,125 @@
+"""What ``POST /v1/answer`` does once a request is valid: search, refine, generate, cite.
+
+The search is the ingress's own (:class:`~mrag.serve.ingress.SearchService`, so an answer obeys
+every limit and filter of ``/v1/search``); the refiner runs here (cheap, no model); the
+generator is its own deployment, called through a streaming handle. A stream is server-sent
+events, each ``event: <type>`` with one JSON ``data:`` line:
+
+- ``hits`` ``{"hits": [...]}`` — as ``/v1/search`` returns them, first;
+- ``delta`` ``{"text": "..."}`` — the answer's text as it is generated;
+- ``citations`` ``{"citations": [...], "dropped_citations": n}`` — every cited evidence item,
+  with the ``chunk_id`` of a returned hit;
+- ``done`` ``{"answer": "...", "generator": "...", "took_ms": ...}`` — last;
+- ``error`` ``{"error": "..."}`` — instead of the rest, when generation fails midway.
+
+Errors found before anything is sent (a bad request, a full queue, a database that cannot
+answer) are ordinary JSON errors with their status codes, not events.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from mrag.ask import evidence_search, question_of, refine_hits, with_chunk_id
+from mrag.serve.api import AnswerResponse, SearchHit
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from mrag.ask import AnswerRequest
+    from mrag.serve.ingress import SearchService
+
+log = logging.getLogger(__name__)
+
+
+class AnswerService:
+    """``/v1/answer`` over a :class:`SearchService` and the generator deployment's handle
+    (anything whose ``options(stream=True).answer.remote(question, evidence)`` is an async
+    iterator of the :class:`~mrag.serve.generator.GeneratorDeployment`'s events)."""
+
+    def __init__(self, search: SearchService, generator: Any) -> None:
+        self.search = search
+        self.generator = generator
+
+    async def _prepare(self, request: AnswerRequest) -> tuple[list[dict[str, Any]], Any]:
+        hits = await self.search.hits(evidence_search(request))
+        evidence = refine_hits(self.search.config, hits)
+        shown = [
+            SearchHit.from_hit(hit, include_thumbnail=request.include_thumbnail).model_dump(
+                exclude_none=True
+            )
+            for hit in hits
+        ]
+        stream = self.generator.options(stream=True).answer.remote(question_of(request), evidence)
+        return shown, stream
+
+    async def answer(self, request: AnswerRequest) -> AnswerResponse:
+        """The whole answer as one JSON object."""
+        started = time.perf_counter()
+        hits, stream = await self._prepare(request)
+        async for event in stream:
+            if event["type"] == "error":
+                raise GeneratorFailed(event["error"])
+            if event["type"] == "done":
+                result = event["answer"]
+        return AnswerResponse(
+            answer=result["answer"],
+            citations=[with_chunk_id(c) for c in result["citations"]],
+            dropped_citations=result["dropped_citations"],
+            hits=hits,
+            generator=result["generator"],
+            took_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+
+    async def events(self, request: AnswerRequest) -> AsyncIterator[bytes]:
+        """Searches now (so its errors are HTTP errors), then returns the SSE byte stream."""
+        started = time.perf_counter()
+        hits, stream = await self._prepare(request)
+
+        async def sse() -> AsyncIterator[bytes]:
+            yield _event("hits", {"hits": hits})
+            try:
+                async for event in stream:
+                    kind = event["type"]
+                    if kind == "delta":
+                        yield _event("delta", {"text": event["text"]})
+                    elif kind == "error":
+                        yield _event("error", {"error": event["error"]})
+                        return
+                    elif kind == "done":
+                        result = event["answer"]
+                        citations = [with_chunk_id(c) for c in result["citations"]]
+                        yield _event(
+                            "citations",
+                            {
+                                "citations": citations,
+                                "dropped_citations": result["dropped_citations"],
+                            },
+                        )
+                        took_ms = round((time.perf_counter() - started) * 1000, 1)
+                        done = {"answer": result["answer"], "generator": result["generator"]}
+                        yield _event("done", {**done, "took_ms": took_ms})
+            except Exception as exc:  # noqa: BLE001 - the status line is sent: say it in-band
+                log.exception("answer stream failed")
+                yield _event("error", {"error": _stream_error(exc)})
+
+        return sse()
+
+
+class GeneratorFailed(Exception):
+    """The generator deployment reported a failure (an endpoint's error): a 502 for JSON."""
+
+
+def _stream_error(exc: Exception) -> str:
+    from ray.serve.exceptions import BackPressureError
+
+    if isinstance(exc, BackPressureError):
+        return "the generator is overloaded (its queue is full); retry later"
+    return f"internal error ({type(exc).__name__}); the server log has the details"
+
+
+def _event(kind: str, data: dict[str, Any]) -> bytes:
+    return f"event: {kind}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
