@@ -67,8 +67,17 @@ def test_demo_runs_offline_end_to_end_on_loopback_only(tmp_path) -> None:
     assert process.returncode == 0, stderr
     assert listeners and not_on_loopback(listeners) == []
     lines = stdout.splitlines()
-    assert "ingested 24" in stdout and "failed 1" in stdout
-    header = next(line for line in lines if line.startswith("image search"))
-    first_hit = lines[lines.index(header) + 1]
-    assert first_hit.strip().endswith("red-circle.jpg")
+    assert "ingested 27" in stdout and "failed 1" in stdout  # 24 images + 3 documents
+
+    def first_line_after(prefix: str) -> str:
+        header = next(line for line in lines if line.startswith(prefix))
+        return lines[lines.index(header) + 1].strip()
+
+    assert first_line_after("image search").endswith("red-circle.jpg")
+    assert first_line_after("text search \"what are Saturn's").endswith("saturn.md (text)")
+    answer = first_line_after("mrag ask")
+    assert "gpg --encrypt --recipient" in answer and "[1]" in answer
+    sources = lines[lines.index(next(ln for ln in lines if ln.strip() == "sources:")) + 1]
+    assert sources.strip().startswith("[1] encrypt-files.txt")
     assert "RANDOM weights" in stdout and "mrag serve" in stdout
+    assert "http://127.0.0.1:8000/" in stdout  # how to open the page

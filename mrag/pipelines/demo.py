@@ -29,9 +29,56 @@ _COLOURS = {
 _SHAPES = ("circle", "square", "triangle", "stripes")
 _FORMATS = (("jpg", "JPEG"), ("png", "PNG"), ("webp", "WEBP"))
 
+#: Short documents, one per document format, each on a topic no other file shares, so a text
+#: question about one of them has one right first hit even with the offline profile.
+SAMPLE_DOCUMENTS: dict[str, str] = {
+    "encrypt-files.txt": """\
+Encrypting a file with GnuPG
+
+To encrypt a file for yourself, run gpg --symmetric secret.txt and choose a passphrase. GnuPG
+writes secret.txt.gpg next to the original. To decrypt it again, run gpg --decrypt
+secret.txt.gpg.
+
+To encrypt a file for someone else, import their public key and run
+gpg --encrypt --recipient alice@example.org report.pdf.
+""",
+    "saturn.md": """\
+# Saturn
+
+Saturn is the sixth planet from the Sun and the second largest in the Solar System.
+
+## Rings
+
+Saturn's rings are made mostly of water ice, with some rocky debris and dust. The main rings
+stretch up to 282,000 km from the planet but are only about ten metres thick.
+""",
+    "sourdough.html": """\
+<!doctype html>
+<html><head><title>Baking sourdough bread</title></head>
+<body>
+<nav><a href="/">Home</a> | <a href="/recipes">Recipes</a></nav>
+<main>
+<h1>Baking sourdough bread</h1>
+<p>Feed the starter the evening before, then mix flour, water and salt with a spoonful of
+active starter.</p>
+<p>Let the dough rise for about eight hours, shape it, and bake it in a covered pot at 250
+degrees Celsius for forty minutes.</p>
+</main>
+<footer>Copyright 2024 Example Kitchen</footer>
+</body></html>
+""",
+}
+
 
 def make_sample_corpus(folder: Path, seed: int = 7) -> list[Path]:
-    """Draws one image per colour × shape (24), in JPEG/PNG/WebP, plus one corrupt file."""
+    """Draws one image per colour × shape (24), in JPEG/PNG/WebP, writes the
+    :data:`SAMPLE_DOCUMENTS` and one corrupt file; returns the images' paths.
+
+    A file that already holds the same bytes is left alone (its mtime too), so a second run
+    finds the corpus unchanged and the ingest skips it.
+    """
+    import io
+
     from PIL import Image, ImageDraw
 
     rng = random.Random(seed)
@@ -52,16 +99,27 @@ def make_sample_corpus(folder: Path, seed: int = 7) -> list[Path]:
                 draw.rectangle((offset, 0, offset + 18, 240), fill=rgb)
         ext, fmt = _FORMATS[i % len(_FORMATS)]
         path = folder / f"{colour}-{shape}.{ext}"
-        img.save(path, format=fmt)
+        encoded = io.BytesIO()
+        img.save(encoded, format=fmt)
+        _write_if_changed(path, encoded.getvalue())
         paths.append(path)
-    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG")
+    for name, text in SAMPLE_DOCUMENTS.items():
+        _write_if_changed(folder / name, text.encode())
+    _write_if_changed(folder / "broken.jpg", b"\xff\xd8\xff\xe0 this is not really a JPEG")
     return paths
 
 
+def _write_if_changed(path: Path, data: bytes) -> None:
+    if not path.is_file() or path.read_bytes() != data:
+        path.write_bytes(data)
+
+
 def run_demo(folder: Path, *, profile: str = "offline", clip_weights: str | None = None) -> None:
-    """Builds ``folder/corpus`` and ``folder/db``, ingests, runs searches, prints what they mean."""
+    """Builds ``folder/corpus`` and ``folder/db``, ingests, searches, answers a question with
+    citations, and prints what the results mean and how to go on (CLI, server, page)."""
+    from mrag.ask import answer_events, generator_from_config
     from mrag.pipelines.ingest import run_ingest
-    from mrag.query import QueryEngine
+    from mrag.query import QueryEngine, validate_request
 
     folder = folder.resolve()
     corpus = folder / "corpus"
@@ -70,8 +128,11 @@ def run_demo(folder: Path, *, profile: str = "offline", clip_weights: str | None
     config = load_config(
         profile=profile, overrides={"db_uri": db_uri, "clip_weights": clip_weights}
     )
-    print(f"mrag demo: {len(images)} images + 1 corrupt file in {corpus}")
-    print(f"  profile {config.profile}: CLIP model {config.clip_model}")
+    print(
+        f"mrag demo: {len(images)} images, {len(SAMPLE_DOCUMENTS)} documents and 1 corrupt "
+        f"file in {corpus}"
+    )
+    print(f"  profile {config.profile}: CLIP {config.clip_model}, text {config.text_model}")
     summary = run_ingest(config, [str(corpus)])
     print(f"ingest: {summary.render()}")
 
@@ -80,23 +141,42 @@ def run_demo(folder: Path, *, profile: str = "offline", clip_weights: str | None
     print(f"\nimage search with {query_image.name} (it should come back first):")
     for rank, hit in enumerate(engine.search(None, image=query_image.read_bytes(), k=3), 1):
         print(f"  {rank}. {hit.score:+.4f}  {Path(hit.uri).name}")
-    for text in ("a red circle", "blue stripes"):
+    for text in ("how long does the dough rise?", "what are Saturn's rings made of?"):
         print(f"\ntext search {text!r}:")
         for rank, hit in enumerate(engine.search(text, k=3), 1):
-            print(f"  {rank}. {hit.score:+.4f}  {Path(hit.uri).name}")
+            print(f"  {rank}. {hit.score:+.4f}  {Path(hit.uri).name} ({hit.modality})")
+
+    question = "How do I encrypt a file for someone else?"
+    print(f"\nmrag ask {question!r} ({config.generate.generator} generator):")
+    generator = generator_from_config(config, embed=engine.text.embed_texts)
+    request = validate_request({"query": question, "k": 5}, config.serve.max_k)
+    for event in answer_events(engine, request, generator):
+        if event["type"] == "done":
+            result = event["result"]
+    print("  " + result.answer.strip().replace("\n", "\n  "))
+    cited = {c.n for c in result.citations}
+    print("  sources:")
+    for item in result.evidence:
+        if item.n in cited:
+            print(f"    {item.citation().replace(str(corpus) + '/', '')}")
 
     if config.profile == "offline":
         print(
             "\nNOTE: the offline profile uses a tiny CLIP with RANDOM weights (seeded). Image→image"
-            "\nsearch finds exact copies, but text→image rankings and all scores are meaningless."
-            "\nFor real results use pretrained weights: `mrag demo --profile default` with network"
-            "\naccess to the model hub, or --clip-weights PATH_OR_S3_PREFIX pointing at"
-            "\nopen_clip_pytorch_model.bin of ViT-B-32 laion2b_s34b_b79k."
+            "\nsearch finds exact copies, but text→image rankings and their scores are"
+            "\nmeaningless. Document search and answers use the packaged all-MiniLM-L6-v2 (real"
+            "\nweights), so they are meaningful offline. For real image results use pretrained"
+            "\nCLIP weights: `mrag demo --profile default` with network access to the model hub, or"
+            "\n--clip-weights PATH_OR_S3_PREFIX pointing at open_clip_pytorch_model.bin of ViT-B-32"
+            "\nlaion2b_s34b_b79k."
         )
+    flags = f"--db {db_uri} --profile {config.profile}"
     print(
-        f"\nSearch it yourself:  mrag search 'a red circle' --db {db_uri} --profile {profile}"
-        f"\nStart the server:    mrag serve --db {db_uri} --profile {profile} --port 8000"
-        '\n                     curl -s localhost:8000/v1/search -d \'{"query": "red", "k": 3}\'',
+        f"\nSearch it yourself:  mrag search 'rings of ice' {flags}"
+        f"\nAsk it yourself:     mrag ask '{question}' {flags} --stream"
+        f"\nStart the server:    mrag serve {flags} --port 8000"
+        "\nOpen the page:       http://127.0.0.1:8000/  (search, drop an image, streamed answers)"
+        '\n                     curl -s localhost:8000/v1/answer -d \'{"query": "saturn rings"}\'',
         file=sys.stdout,
     )
 
