@@ -9,7 +9,12 @@ vector indices, as ``mrag index`` builds them). Then, per size, p50/p99 of in-pr
 ``QueryEngine.search`` per mode (query encoding included; plain modes without reranking,
 ``hybrid+rerank`` with the profile's reranker). For the largest size it starts Ray Serve on
 127.0.0.1 with the mrag application and a trivial FastAPI deployment, and measures
-``/v1/search`` (hybrid) and the trivial round trip over the same proxy. Last line::
+``/v1/search`` (hybrid) and the trivial round trip over the same proxy. For the smallest size
+it serves ``/v1/answer`` (the extractive generator): p50/p99 of the JSON answer, the time to the
+first byte of a streamed one, and a burst of ``--burst`` concurrent answers, more than the
+application's slots and queues hold (``serve.max_ongoing_requests`` +
+``serve.max_queued_requests``): how many were answered, refused with 503 (and within 100 ms),
+or timed out. Last line::
 
     serve_overhead_ms_p50=<HTTP p50 - in-process hybrid p50 - trivial round trip p50>
 
@@ -201,11 +206,78 @@ def over_http(config, n_queries: int) -> tuple[tuple[float, float], tuple[float,
     return http, round_trip, in_process_p50
 
 
+def answers_over_http(config, n_queries: int, burst: int) -> None:
+    """Prints /v1/answer p50/p99, time to first streamed byte, and the burst's outcome."""
+    import asyncio
+
+    import httpx
+    from ray import serve
+
+    from mrag.serve.app import run_server
+
+    url = run_server(config, blocking=False)
+    try:
+        with httpx.Client(base_url=url, timeout=60) as client:
+
+            def ask(i: int) -> None:
+                body = {"query": QUERIES[i % len(QUERIES)], "rerank": False}
+                client.post("/v1/answer", json=body).raise_for_status()
+
+            first_byte: list[float] = []
+
+            def ask_streamed(i: int) -> None:
+                body = {"query": QUERIES[i % len(QUERIES)], "rerank": False, "stream": True}
+                started = time.perf_counter()
+                with client.stream("POST", "/v1/answer", json=body) as response:
+                    response.raise_for_status()
+                    for n, _ in enumerate(response.iter_bytes()):
+                        if n == 0:
+                            first_byte.append(time.perf_counter() - started)
+
+            p50, p99 = time_calls(ask, n_queries)
+            stream_p50, _ = time_calls(ask_streamed, n_queries)
+            ttfb_p50, ttfb_p99 = percentiles(first_byte[5:])  # the timed calls only
+        print(
+            f"{config.db_uri.rsplit('-', 1)[-1]} chunks over HTTP: /v1/answer (extractive) "
+            f"p50 {p50:.2f} ms p99 {p99:.2f} ms; streamed: first byte p50 {ttfb_p50:.2f} ms "
+            f"p99 {ttfb_p99:.2f} ms, whole stream p50 {stream_p50:.2f} ms"
+        )
+
+        async def one(client: httpx.AsyncClient, i: int) -> tuple[str, float]:
+            started = time.perf_counter()
+            try:
+                response = await client.post("/v1/answer", json={"query": QUERIES[i % 14]})
+                outcome = str(response.status_code)
+            except httpx.TimeoutException:
+                outcome = "timeout"
+            return outcome, time.perf_counter() - started
+
+        async def storm() -> list[tuple[str, float]]:
+            limits = httpx.Limits(max_connections=burst, max_keepalive_connections=burst)
+            async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+                return await asyncio.gather(*(one(client, i) for i in range(burst)))
+
+        outcomes = asyncio.run(storm())
+        refused = [took for outcome, took in outcomes if outcome == "503"]
+        quick = sum(took <= 0.1 for took in refused)
+        kinds = sorted({outcome for outcome, _ in outcomes})
+        counts = {kind: sum(1 for outcome, _ in outcomes if outcome == kind) for kind in kinds}
+        capacity = config.serve.max_ongoing_requests + max(config.serve.max_queued_requests, 0)
+        print(
+            f"  burst of {burst} concurrent /v1/answer (ingress holds {capacity}): {counts}; "
+            f"503 within 100 ms: {quick}/{len(refused)} "
+            f"(share of the burst {quick / burst:.2f}); timed out: {counts.get('timeout', 0)}"
+        )
+    finally:
+        serve.shutdown()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--queries", type=int, default=200, help="timed calls per mode")
     parser.add_argument("--no-http", action="store_true")
+    parser.add_argument("--burst", type=int, default=400, help="concurrent answers in the burst")
     parser.add_argument("--vector-min-rows", type=int, default=50_000)
     parser.add_argument(
         "--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="config override"
@@ -221,6 +293,7 @@ def main() -> int:
     folder = Path(tempfile.mkdtemp(prefix="mrag-bench-query-"))
     results = {}
     config = None
+    configs = []
     # Vector indices from 50k rows: exact search over the 80k text_vec rows of the 100k table
     # took ~50 ms a query here (index.vector_min_rows defaults to 100k).
     from mrag.config import parse_overrides
@@ -230,6 +303,7 @@ def main() -> int:
     for n_rows in sizes:
         overrides["db_uri"] = str(folder / f"db-{n_rows}")
         config = load_config(profile="offline", overrides=overrides)
+        configs.append(config)
         took = build_db(config.db_uri, n_rows, config)
         print(f"{n_rows} chunks: built with indices in {took:.1f} s")
         results[n_rows] = in_process(config, args.queries)
@@ -245,6 +319,8 @@ def main() -> int:
         sock.bind(("127.0.0.1", 0))
         config.serve.port = sock.getsockname()[1]
     init_ray(num_cpus=os.cpu_count() or 2)
+    configs[0].serve.port = config.serve.port
+    answers_over_http(configs[0], args.queries, args.burst)
     (http_p50, http_p99), (trip_p50, trip_p99), hybrid_p50 = over_http(config, args.queries)
     print(
         f"{sizes[-1]} chunks over HTTP: /v1/search hybrid p50 {http_p50:.2f} ms"
