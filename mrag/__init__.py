@@ -6,6 +6,7 @@ The notebook surface::
     config = mrag.load_config(profile="offline", overrides={"db_uri": "./mrag-db"})
     summary = mrag.ingest(["./photos"], config)
     hits = mrag.search("a red square", config, k=5)
+    result = mrag.ask("what are Saturn's rings made of?", config)  # result.answer, .citations
 
 Heavy libraries (torch, ray, lancedb) load only when one of these functions runs.
 """
@@ -20,6 +21,7 @@ from mrag.errors import MragError
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from mrag.generate import Answer
     from mrag.pipelines.ingest import IngestSummary
     from mrag.retrieve.search import Hit
     from mrag.store.lance import Store
@@ -29,6 +31,7 @@ __all__ = [
     "MragConfig",
     "MragError",
     "ServeConfig",
+    "ask",
     "connect",
     "ingest",
     "load_config",
@@ -67,3 +70,20 @@ def search(
 
     engine = QueryEngine.for_config(config)
     return engine.search(query, image=image, k=k, filters=filters, mode=mode)
+
+
+def ask(
+    question: str | None,
+    config: MragConfig,
+    *,
+    image: bytes | None = None,
+    k: int | None = None,
+    filters: dict | None = None,
+) -> Answer:
+    """Answers from the corpus in process (search, refine, the ``generate`` section's
+    generator): ``.answer`` with ``[n]`` markers, ``.citations``, ``.evidence``."""
+    from mrag.answers import ask as ask_engine
+    from mrag.query import QueryEngine
+
+    engine = QueryEngine.for_config(config)
+    return ask_engine(engine, question, image=image, k=k, filters=filters)

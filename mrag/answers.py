@@ -123,6 +123,19 @@ def refine_hits(config: MragConfig, hits: Sequence[Hit]) -> list[Evidence]:
     return refine(hits, refine_settings(config))
 
 
+def engine_generator(engine: QueryEngine) -> Generator:
+    """The engine's config's generator, built once per config (the extractive one shares the
+    engine's loaded text encoder)."""
+    from mrag.query import config_fingerprint
+
+    key = config_fingerprint(engine.config)
+    if key not in _GENERATORS:
+        extractive = engine.config.generate.generator == "extractive"
+        embed = engine.text.embed_texts if extractive else None
+        _GENERATORS[key] = generator_from_config(engine.config, embed=embed)
+    return _GENERATORS[key]
+
+
 def answer_events(
     engine: QueryEngine, request: SearchRequest, generator: Generator
 ) -> Iterator[dict[str, Any]]:
@@ -141,6 +154,28 @@ def answer_events(
     )
 
 
+def ask(
+    engine: QueryEngine,
+    question: str | None,
+    *,
+    image: bytes | None = None,
+    k: int | None = None,
+    filters: dict[str, Any] | None = None,
+    generator: Generator | None = None,
+) -> Answer:
+    """The whole answer in process: validated like ``POST /v1/answer``, the config's generator
+    unless ``generator`` is given. ``result.evidence`` holds what the ``[n]`` point at."""
+    from mrag.query import validate_request
+
+    data = {"query": question, "image": image, "filters": filters}
+    data["k"] = k if k is not None else engine.config.generate.k
+    request = validate_request(data, engine.config.serve.max_k)
+    for event in answer_events(engine, request, generator or engine_generator(engine)):
+        if event["type"] == "done":
+            return event["result"]
+    raise AssertionError("answer_events ended without a done event")  # pragma: no cover
+
+
 def citation_dicts(result: Answer) -> list[dict[str, Any]]:
     """The answer's citations, JSON-ready (see :func:`with_chunk_id`)."""
     return [with_chunk_id(citation.to_dict()) for citation in result.citations]
@@ -150,3 +185,6 @@ def with_chunk_id(citation: dict[str, Any]) -> dict[str, Any]:
     """A citation dict with ``chunk_id`` (its first chunk: a hit to open and highlight) besides
     every merged ``chunk_ids``."""
     return {"n": citation["n"], "chunk_id": citation["chunk_ids"][0], **citation}
+
+
+_GENERATORS: dict[str, Generator] = {}

@@ -76,27 +76,31 @@ def _add_ranking_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cmd_ask(args: argparse.Namespace) -> int:
     """Search → refine → generate: the answer with ``[n]`` citations, then the cited sources."""
-    from mrag.generate import create_generator, stream_answer
-    from mrag.query import QueryEngine
-    from mrag.refine import refine
+    from mrag.answers import answer_events, engine_generator
+    from mrag.query import QueryEngine, validate_request
 
-    config = config_from_args(args)
+    extra = {"generate.generator": args.generator} if args.generator else {}
+    config = config_from_args(args, **extra)
     try:
         image = Path(args.image).read_bytes() if args.image else None
     except OSError as exc:
         raise MragError(f"cannot read the query image: {exc}") from None
     engine = QueryEngine.for_config(config)
-    question = args.question or ""
-    hits = engine.search(args.question, image=image, k=args.k, filters=_filters(args))
-    # The extractive generator picks sentences with the engine's own text encoder.
-    embed = engine.text.embed_texts if args.generator == "extractive" else None
-    generator = create_generator(args.generator, embed=embed)
+    request = validate_request(
+        {
+            "query": args.question,
+            "image": image,
+            "k": args.k or config.generate.k,
+            "filters": _filters(args),
+        },
+        config.serve.max_k,
+    )
     result = None
-    for event in stream_answer(question or "(image query)", refine(hits), generator):
+    for event in answer_events(engine, request, engine_generator(engine)):
         if event["type"] == "delta":
             if args.stream and not args.json:
                 print(event["text"], end="", flush=True)
-        else:
+        elif event["type"] == "done":
             result = event["result"]
     if args.json:
         print(json.dumps(result.to_dict()))
@@ -191,14 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
     ask = sub.add_parser("ask", help="answer a question from the corpus, with cited sources")
     ask.add_argument("question", nargs="?")
     ask.add_argument("--image", help="path of a query image")
-    ask.add_argument("-k", type=int, default=8, help="hits to draw the evidence from")
+    ask.add_argument("-k", type=int, help="hits to draw the evidence from (generate.k)")
     ask.add_argument("--modality", action="append", help="restrict to a modality (repeatable)")
     ask.add_argument("--uri-prefix", help="restrict to objects under this URI prefix")
     ask.add_argument("--page", type=int, help="restrict to one PDF page (1-based)")
     ask.add_argument(
         "--generator",
-        default="extractive",
-        help="extractive (default, no model), openai (OPENAI_BASE_URL), or a causal LM spec",
+        help="generate.generator: extractive (no model), transformers, openai "
+        "(OPENAI_BASE_URL), or a causal LM spec",
     )
     ask.add_argument("--stream", action="store_true", help="print the answer as it is written")
     ask.add_argument("--json", action="store_true")

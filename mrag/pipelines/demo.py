@@ -117,7 +117,7 @@ def _write_if_changed(path: Path, data: bytes) -> None:
 def run_demo(folder: Path, *, profile: str = "offline", clip_weights: str | None = None) -> None:
     """Builds ``folder/corpus`` and ``folder/db``, ingests, searches, answers a question with
     citations, and prints what the results mean and how to go on (CLI, server, page)."""
-    from mrag.ask import answer_events, generator_from_config
+    from mrag.answers import answer_events, generator_from_config
     from mrag.pipelines.ingest import run_ingest
     from mrag.query import QueryEngine, validate_request
 

@@ -23,13 +23,13 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from mrag.ask import evidence_search, question_of, refine_hits, with_chunk_id
+from mrag.answers import evidence_search, question_of, refine_hits, with_chunk_id
 from mrag.serve.api import AnswerResponse, SearchHit
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from mrag.ask import AnswerRequest
+    from mrag.answers import AnswerRequest
     from mrag.serve.ingress import SearchService
 
 log = logging.getLogger(__name__)

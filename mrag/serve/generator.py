@@ -34,7 +34,7 @@ class GeneratorDeployment:
     def __init__(self, config: MragConfig) -> None:
         import ray
 
-        from mrag.ask import generator_from_config
+        from mrag.answers import generator_from_config
         from mrag.embed.clip import pick_device
         from mrag.ray_runtime import bind_serve_replica_to_node_address
 

@@ -32,7 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mrag.ask import answer_request_model
+from mrag.answers import answer_request_model
 from mrag.config import MragConfig
 from mrag.errors import DecodeError, MragError
 from mrag.models import get_model_spec

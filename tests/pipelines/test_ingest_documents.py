@@ -204,3 +204,18 @@ def test_ask_answers_with_citations_that_point_at_the_sources(doc_db, capsys) ->
     assert main([*argv, "--stream"]) == 0
     printed = capsys.readouterr().out
     assert "Sources:" in printed and "astronomy.pdf" in printed.split("Sources:")[1]
+
+
+def test_mrag_ask_in_process_cites_hits_it_returned(doc_db) -> None:
+    import mrag
+
+    _, config, _ = doc_db
+    result = mrag.ask("What are Saturn's rings composed of?", config, k=4)
+    assert result.generator == "extractive" and result.citations
+    by_n = {item.n: item for item in result.evidence}
+    for citation in result.citations:
+        assert f"[{citation.n}]" in result.answer
+        assert set(citation.chunk_ids) == set(by_n[citation.n].chunk_ids)
+    assert any(by_n[c.n].uri.endswith("astronomy.pdf") for c in result.citations)
+    with pytest.raises(mrag.MragError, match="exactly one"):
+        mrag.ask(None, config)
