@@ -99,6 +99,7 @@ class HealthResponse(BaseModel):
     status: Literal["ok"] = "ok"
     clip_model: str
     max_k: int
+    max_body_bytes: int = Field(description="The largest request body (an image's base64 too).")
     auth: bool = Field(description="Whether /v1/ calls need a bearer token.")
 
 

@@ -370,7 +370,10 @@ def create_api(
     async def healthz() -> HealthResponse:
         """Liveness for load balancers; needs no token, reveals no data."""
         return HealthResponse(
-            clip_model=config.clip_model, max_k=config.serve.max_k, auth=bool(api_token)
+            clip_model=config.clip_model,
+            max_k=config.serve.max_k,
+            max_body_bytes=config.serve.max_body_bytes,
+            auth=bool(api_token),
         )
 
     @app.post(

@@ -135,6 +135,7 @@ def test_healthz_needs_no_token(server: Server) -> None:
         "status": "ok",
         "clip_model": "tiny-clip-random",
         "max_k": MAX_K,
+        "max_body_bytes": MAX_BODY_BYTES,  # so the page can refuse an image too large to send
         "auth": True,
     }
 
