@@ -351,6 +351,9 @@ class RetrievalConfig(_ConfigModel):
     )
     weights: dict[str, Annotated[Float, Field(ge=0, le=100)]] = Field(default_factory=dict)
     refresh_interval_s: Float = Field(0.0, ge=0, le=3600)
+    # BM25 weight of a chunk's context (title — section) beside its text, when `mrag index`
+    # built the context index; 0: text only.
+    fts_context_boost: Float = Field(1.0, ge=0, le=100)
 
     @model_validator(mode="after")
     def _weights_name_lists(self) -> RetrievalConfig:

@@ -84,6 +84,11 @@ def build_indices(
     else:
         table.create_fts_index("text", replace=True, with_position=True)
         report.fts = "created"
+    if "context" in table.schema.names and ("context",) not in by_column:
+        # Titles and section headings: a question naming a section's topic (retrieval's
+        # fts_context_boost weighs it). No positions: phrase queries run on the text.
+        table.create_fts_index("context", replace=True, with_position=False)
+        report.fts += " (+ context)"
     for column, index_type in SCALAR_INDICES.items():
         if (column,) not in by_column:
             table.create_scalar_index(column, index_type=index_type)

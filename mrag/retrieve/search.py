@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 MODALITIES: tuple[str, ...] = get_args(Modality)
 SearchMode = Literal["vector", "fts", "hybrid"]
+#: Columns BM25 can search: the chunk's text and its context (document title — section).
+FTS_COLUMNS = ("text", "context")
 MODES: tuple[str, ...] = get_args(SearchMode)
 
 _HIT_COLUMNS = [
@@ -222,9 +224,14 @@ class _TableState:
     table: Any
     version: int
     index_settings: dict[str, tuple[int, int]] = field(default_factory=dict)
-    has_fts: bool = False
+    #: columns with a full-text index: ``text``, and ``context`` (title — section) when built
+    fts_columns: tuple[str, ...] = ()
     #: space → the modalities of rows that have a vector in it (bm25: every modality present).
     space_modalities: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    @property
+    def has_fts(self) -> bool:
+        return "text" in self.fts_columns
 
 
 class Retriever:
@@ -296,9 +303,10 @@ class Retriever:
         import pyarrow.compute as pc
 
         state = _TableState(table=table, version=table.version)
-        for index in table.list_indices():
+        indices = table.list_indices()
+        for index in indices:
             if index.index_type == "FTS":
-                state.has_fts = True
+                state.fts_columns += tuple(c for c in index.columns if c in FTS_COLUMNS)
             if index.index_type in _INDEX_QUERY_SETTINGS:
                 for column in index.columns:
                     state.index_settings[column] = index_query_settings(table, index)
@@ -398,19 +406,35 @@ class Retriever:
             raise MragError(
                 f"{self.store.db_uri} has no full-text index yet; run `mrag index --db ...`"
             )
-        query = (
-            state.table.search(text, query_type="fts", fts_columns="text")
-            .limit(depth)
-            .select([*self._columns(include_thumbnail), "_score"])
-        )
         where = (filters or SearchFilters()).to_where()
-        if where:
-            query = query.where(where, prefilter=True)
         # The list's modalities are applied to the hits: text-less rows never match BM25, so
         # a prefilter would cost a pass over the index for nothing.
         keep = set(item.modalities) if item is not None and item.modalities else None
+        columns = [*self._columns(include_thumbnail), "_score"]
+
+        def bm25(column: str) -> list[dict[str, Any]]:
+            query = state.table.search(text, query_type="fts", fts_columns=column)
+            query = query.limit(depth).select(columns)
+            if where:
+                query = query.where(where, prefilter=True)
+            return query.to_arrow().to_pylist()
+
+        rows = {row["chunk_id"]: row for row in bm25("text")}
+        boost = self.retrieval.fts_context_boost
+        if boost > 0 and "context" in state.fts_columns:
+            # The chunk's context (title — section) scores beside its text, summed: a question
+            # naming a section's topic lifts that section's chunks. (LanceDB's MultiMatchQuery
+            # takes the best column's score instead, so a context match never adds to a text
+            # one.)
+            for row in bm25("context"):
+                known = rows.get(row["chunk_id"])
+                if known is None:
+                    rows[row["chunk_id"]] = {**row, "_score": boost * row["_score"]}
+                else:
+                    known["_score"] += boost * row["_score"]
+        ranked = sorted(rows.values(), key=lambda row: -row["_score"])[:depth]
         hits = []
-        for row in query.to_arrow().to_pylist():
+        for row in ranked:
             score = row.pop("_score")
             if keep is None or row["modality"] in keep:
                 hits.append(Hit(score=round(float(score), 6), **row))

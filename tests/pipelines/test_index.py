@@ -32,6 +32,10 @@ def _fill(store: Store, n: int, seed: int = 0) -> np.ndarray:
         "modality": ["text"] * n,
         "page": [(i % 3) + 1 for i in range(n)],
         "text": texts,
+        # Every fourth chunk's section is about telescopes; no chunk's text says so.
+        "context": [
+            f"Doc {i // 4} — {'Telescope optics' if i % 4 == 3 else 'Misc'}" for i in range(n)
+        ],
         "clip": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), 16),
         "text_vec": pa.FixedSizeListArray.from_arrays(pa.array(vectors[::-1].reshape(-1)), 16),
     }
@@ -61,16 +65,33 @@ def test_small_table_gets_fts_and_scalar_indices_but_exact_vectors(tmp_path) -> 
     store = Store(str(tmp_path / "db"))
     vectors = _fill(store, 120)
     report = build_indices(store, IndexConfig())
-    assert report.fts == "created"
+    assert report.fts == "created (+ context)"
     assert report.vector["clip"]["search"].startswith("exact")
     kinds = {tuple(i.columns): i.index_type for i in store.open(schema.CHUNKS).list_indices()}
     assert kinds[("text",)] == "FTS" and kinds[("modality",)] == "Bitmap"
+    assert kinds[("context",)] == "FTS"
     retriever = Retriever(store)
     assert retriever.search_fts("zephyrine quokka", k=3)[0].chunk_id == "c7"
     assert retriever.search_vector(vectors[42], k=1)[0].chunk_id == "c42"
     paged = retriever.search_fts("river", k=50, filters=SearchFilters(page=2))
     assert paged and all(h.page == 2 for h in paged)
     assert build_indices(store, IndexConfig()).fts == "updated"
+
+
+def test_full_text_search_adds_the_context_score_to_the_text_score(tmp_path) -> None:
+    from mrag.config import RetrievalConfig
+
+    store = Store(str(tmp_path / "db"))
+    _fill(store, 120)
+    build_indices(store, IndexConfig())
+    # "telescope" is in no chunk's text: only the context index can find those sections.
+    found = Retriever(store).search_fts("telescope optics", k=40)
+    assert found and {int(h.chunk_id[1:]) % 4 for h in found} == {3}
+    # A text match in a telescope section outranks the same words in another section.
+    both = Retriever(store).search_fts("zephyrine quokka telescope", k=3)
+    assert both[0].chunk_id == "c7" and both[0].score > found[0].score
+    text_only = Retriever(store, RetrievalConfig(fts_context_boost=0))
+    assert text_only.search_fts("telescope optics", k=5) == []
 
 
 @pytest.mark.slow
