@@ -62,6 +62,9 @@ class ModelSpec:
             normalisation are never spec fields: they come from the checkpoint's
             sentence-transformers files (mean pooling + L2 norm for a plain transformers one).
         passage_prefix: prepended to passages, likewise when the checkpoint declares none.
+        accepts_images: an ``hf_causal_lm`` that reads images beside the text (a
+            vision-language model: loaded with its processor, ``mrag.generate.hf.
+            load_vision_lm``); the LLM reranker then scores visual hits by their pixels.
     """
 
     name: str
@@ -79,6 +82,7 @@ class ModelSpec:
     model_cfg: dict[str, Any] | None = field(default=None, hash=False, compare=False)
     query_prefix: str = ""
     passage_prefix: str = ""
+    accepts_images: bool = False
 
     def __post_init__(self) -> None:
         try:
@@ -297,6 +301,41 @@ register_model(
                 "num_key_value_heads": 2,
                 "max_position_embeddings": 2048,
             },
+            "tokenizer": {"kind": "byte_level_bpe", "vocab_size": 512},
+        },
+    )
+)
+
+# A vision-language model for offline tests of the image paths (mrag.generate.hf.load_vision_lm):
+# LLaVA = a CLIP vision tower (32 px, 16 px patches: 4 image tokens) projected into the tiny
+# llama; the in-memory tokenizer gains an <image> token.
+register_model(
+    ModelSpec(
+        name="tiny-vlm-random",
+        family="hf_causal_lm",
+        architecture="llava",
+        embed_dim=0,
+        random_init=True,
+        accepts_images=True,
+        model_cfg={
+            "architecture": "llava",
+            "config": {
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "num_key_value_heads": 2,
+                "max_position_embeddings": 2048,
+            },
+            "vision_config": {
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "projection_dim": 32,
+            },
+            "image_size": 32,
+            "patch_size": 16,
             "tokenizer": {"kind": "byte_level_bpe", "vocab_size": 512},
         },
     )

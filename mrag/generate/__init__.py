@@ -18,7 +18,7 @@ transformers, httpx, fastapi) are imported only by the implementations that use 
 from __future__ import annotations
 
 from mrag.generate.answer import Answer, answer, stream_answer
-from mrag.generate.base import Generation, GenerationError, Generator, Usage
+from mrag.generate.base import Generation, GenerationError, Generator, TokenLogprob, Usage
 from mrag.generate.citations import Citation, parse_citations
 from mrag.generate.factory import GeneratorSettings, create_generator, list_generators
 from mrag.generate.prompt import (
@@ -41,6 +41,7 @@ __all__ = [
     "GeneratorSettings",
     "Prompt",
     "PromptImage",
+    "TokenLogprob",
     "Usage",
     "answer",
     "build_prompt",

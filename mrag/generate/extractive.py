@@ -21,7 +21,7 @@ from mrag.errors import ConfigError
 from mrag.generate.base import Generation
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Sequence
 
     from mrag.generate.prompt import Prompt
 
@@ -126,22 +126,50 @@ class ExtractiveGenerator:
                     candidates.append((rank, item.n, position, sentence))
         if not candidates:
             return []
-        vectors = _unit(np.asarray(self.embed([c[3] for c in candidates]), dtype=np.float32))
-        query = _unit(np.asarray(self.embed_query([prompt.question]), dtype=np.float32))[0]
-        scores = vectors @ query
+        sentences = [c[3] for c in candidates]
+        vectors, scores = self.similarities(prompt.question, sentences)
+        chosen = self.choose(scores, self.max_sentences, vectors=vectors)
+        chosen.sort(key=lambda i: (candidates[i][0], candidates[i][2]))
+        return [(candidates[i][1], candidates[i][3], float(scores[i])) for i in chosen]
+
+    def similarities(
+        self, question: str, sentences: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(unit sentence vectors (N, D), their cosines to ``question`` (N,)) under the encoder;
+        the condensing refiner (:func:`mrag.refine.condense`) scores sentences with this too."""
+        vectors = _unit(np.asarray(self.embed(list(sentences)), dtype=np.float32))
+        query = _unit(np.asarray(self.embed_query([question]), dtype=np.float32))[0]
+        return vectors, vectors @ query
+
+    def choose(
+        self,
+        scores: np.ndarray,
+        limit: int,
+        *,
+        vectors: np.ndarray | None = None,
+        min_similarity: float | None = None,
+        relative_similarity: float | None = None,
+    ) -> list[int]:
+        """Indices of the sentences to keep, best first: the best always, then those at or above
+        ``min_similarity`` and ``relative_similarity`` of the best (this generator's, unless
+        given), up to ``limit``, skipping near-copies (cosine >= ``duplicate_cosine`` to one
+        kept) when ``vectors`` are given."""
+        absolute = self.min_similarity if min_similarity is None else min_similarity
+        relative = self.relative_similarity if relative_similarity is None else relative_similarity
         order = np.argsort(-scores, kind="stable")
-        floor = max(self.min_similarity, self.relative_similarity * float(scores[order[0]]))
+        floor = max(absolute, relative * float(scores[order[0]]))
         chosen: list[int] = []
         for i in order:
-            if len(chosen) == self.max_sentences:
+            if len(chosen) == limit:
                 break
             if chosen and scores[i] < floor:
                 break
-            if any(float(vectors[i] @ vectors[j]) >= self.duplicate_cosine for j in chosen):
+            if vectors is not None and any(
+                float(vectors[i] @ vectors[j]) >= self.duplicate_cosine for j in chosen
+            ):
                 continue
             chosen.append(int(i))
-        chosen.sort(key=lambda i: (candidates[i][0], candidates[i][2]))
-        return [(candidates[i][1], candidates[i][3], float(scores[i])) for i in chosen]
+        return chosen
 
     def _digest(self, prompt: Prompt) -> Iterator[str]:
         if not prompt.evidence:

@@ -3,7 +3,9 @@
 ``POST {base_url}/chat/completions`` with the prompt's two messages; with ``stream`` (the
 default) the reply is server-sent events, ``data: {chunk}`` lines ending with ``data: [DONE]``,
 and each chunk's ``choices[0].delta.content`` is a delta. Images go as ``image_url`` parts with
-base64 ``data:`` URLs, only when ``accepts_images`` says the served model takes them. An HTTP
+base64 ``data:`` URLs, only when ``accepts_images`` says the served model takes them. A prompt
+with ``top_logprobs`` asks for ``logprobs`` (and ``top_logprobs``), read back into
+``Generation.logprobs`` from a whole reply or from the chunks of a stream. An HTTP
 error, a timeout or an ``error`` object in the stream raises :class:`GenerationError` with the
 status and the server's message.
 """
@@ -16,7 +18,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from mrag.errors import ConfigError
-from mrag.generate.base import Generation, GenerationError
+from mrag.generate.base import Generation, GenerationError, TokenLogprob
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -45,6 +47,10 @@ class OpenAIGenerator:
     Raises:
         ConfigError: no base URL or no model.
     """
+
+    #: ``generate`` asks the endpoint for log-probabilities when a prompt does (whether the
+    #: endpoint sends them is its own business: ``Generation.logprobs`` stays ``None`` if not).
+    reports_logprobs = True
 
     def __init__(
         self,
@@ -90,6 +96,10 @@ class OpenAIGenerator:
         }
         if self.stream:
             body["stream_options"] = {"include_usage": True}
+        if prompt.top_logprobs is not None:
+            body["logprobs"] = True
+            if prompt.top_logprobs > 0:
+                body["top_logprobs"] = prompt.top_logprobs
         return body
 
     def generate(self, prompt: Prompt) -> Generation:
@@ -143,6 +153,7 @@ class OpenAIGenerator:
             for choice in chunk.get("choices") or ():
                 if choice.get("finish_reason"):
                     generation.finish_reason = choice["finish_reason"]
+                _record_logprobs(choice, generation)
                 content = (choice.get("delta") or {}).get("content")
                 if content:
                     yield content
@@ -155,6 +166,7 @@ class OpenAIGenerator:
             raise GenerationError(f"{response.url} answered without choices: {response.text[:200]}")
         _record_usage(reply, generation)
         generation.finish_reason = choices[0].get("finish_reason")
+        _record_logprobs(choices[0], generation)
         content = (choices[0].get("message") or {}).get("content")
         return content if isinstance(content, str) else ""
 
@@ -174,6 +186,29 @@ def _record_usage(chunk: dict[str, Any], generation: Generation) -> None:
     if isinstance(usage, dict):
         generation.usage.prompt_tokens = usage.get("prompt_tokens")
         generation.usage.completion_tokens = usage.get("completion_tokens")
+
+
+def _record_logprobs(choice: dict[str, Any], generation: Generation) -> None:
+    """Appends a choice's ``logprobs.content`` (OpenAI's schema: ``token``, ``logprob``,
+    ``top_logprobs`` of ``{token, logprob}``) to ``generation.logprobs``; a stream sends them
+    chunk by chunk."""
+    content = (choice.get("logprobs") or {}).get("content")
+    if not isinstance(content, list):
+        return
+    if generation.logprobs is None:
+        generation.logprobs = []
+    for entry in content:
+        try:
+            top = tuple(
+                (str(alt.get("token", "")), float(alt["logprob"]))
+                for alt in entry.get("top_logprobs") or ()
+            )
+            token = TokenLogprob(str(entry.get("token", "")), float(entry["logprob"]), top)
+        except (AttributeError, KeyError, TypeError, ValueError):
+            raise GenerationError(
+                f"a logprobs entry is not in OpenAI's schema: {str(entry)[:200]}"
+            ) from None
+        generation.logprobs.append(token)
 
 
 def _describe(error: Any) -> str:

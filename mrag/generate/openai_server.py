@@ -6,8 +6,14 @@ reads the handlers' annotations at runtime); ``mrag.generate`` itself never impo
 
 ``POST /v1/chat/completions`` takes the chat-completions request (``model``, ``messages`` with
 text and ``image_url`` data-URL parts, ``max_tokens`` / ``max_completion_tokens``, ``stream``,
-``stream_options.include_usage``) and answers with a ``chat.completion`` object or, streamed,
-``chat.completion.chunk`` server-sent events ending in ``data: [DONE]``. ``GET /v1/models``
+``stream_options.include_usage``, ``logprobs`` and ``top_logprobs``) and answers with a
+``chat.completion`` object or, streamed, ``chat.completion.chunk`` server-sent events ending in
+``data: [DONE]``. Log-probabilities follow OpenAI's schema (``choices[i].logprobs.content``: one
+``{token, logprob, bytes, top_logprobs}`` per generated token); a stream sends them all in the
+chunk that carries ``finish_reason`` (the text deltas do not map one-to-one onto tokens), which
+clients that concatenate ``content`` arrays read the same way. Unlike OpenAI (at most 20),
+``top_logprobs`` may go up to the vocabulary, so a tiny test model's whole next-token
+distribution can be read over HTTP. ``GET /v1/models``
 lists the one model. Errors are OpenAI's ``{"error": {"message", "type", "code"}}`` with a 4xx
 status.
 
@@ -43,6 +49,9 @@ if TYPE_CHECKING:
     from mrag.generate.base import Generator
 
 log = logging.getLogger(__name__)
+
+#: The most ``top_logprobs`` a request may ask for (OpenAI's own limit is 20).
+_MAX_TOP_LOGPROBS = 1 << 20
 
 
 def create_app(generator: Generator, *, model: str = "", api_key: str = "") -> FastAPI:
@@ -89,6 +98,9 @@ def create_app(generator: Generator, *, model: str = "", api_key: str = "") -> F
         if prompt.images and not generator.accepts_images:
             message = f"model {served!r} does not accept images"
             return error(400, message, "invalid_request_error", "images_not_supported")
+        if prompt.top_logprobs is not None and not getattr(generator, "reports_logprobs", False):
+            message = f"model {served!r} does not report log-probabilities"
+            return error(400, message, "invalid_request_error", "logprobs_not_supported")
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         try:  # a model generator tokenises here: a prompt it refuses is the client's error
             generation = await run_in_threadpool(generator.generate, prompt)
@@ -96,10 +108,11 @@ def create_app(generator: Generator, *, model: str = "", api_key: str = "") -> F
             return error(400, str(exc), "invalid_request_error", "invalid_prompt")
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            events = _events(generation, served, completion_id, include_usage)
+            events = _events(generation, served, completion_id, include_usage, prompt.top_logprobs)
             return StreamingResponse(events, media_type="text/event-stream")
         try:
             text = await run_in_threadpool(lambda: "".join(generation))
+            logprobs = _logprobs(generation, prompt.top_logprobs)
         except MragError as exc:
             return error(500, str(exc), "server_error", "generation_failed")
         return {
@@ -111,6 +124,7 @@ def create_app(generator: Generator, *, model: str = "", api_key: str = "") -> F
                 {
                     "index": 0,
                     "message": {"role": "assistant", "content": text},
+                    "logprobs": logprobs,
                     "finish_reason": getattr(generation, "finish_reason", None) or "stop",
                 }
             ],
@@ -129,7 +143,46 @@ def _prompt(body: dict[str, Any]) -> Prompt:
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
         raise ValueError(f"max_tokens must be a positive integer, got {max_tokens!r}")
-    return Prompt.from_messages(messages, max_new_tokens=max_tokens)
+    logprobs = body.get("logprobs", False)
+    top = body.get("top_logprobs")
+    if not isinstance(logprobs, bool) and logprobs is not None:
+        raise ValueError(f"logprobs must be true or false, got {logprobs!r}")
+    if top is not None:
+        if not isinstance(top, int) or isinstance(top, bool) or not 0 <= top <= _MAX_TOP_LOGPROBS:
+            raise ValueError(
+                f"top_logprobs must be an integer from 0 to {_MAX_TOP_LOGPROBS}, got {top!r}"
+            )
+        if not logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+    return Prompt.from_messages(
+        messages, max_new_tokens=max_tokens, top_logprobs=(top or 0) if logprobs else None
+    )
+
+
+def _logprobs(generation: Any, top_logprobs: int | None) -> dict[str, Any] | None:
+    """``{"content": [...]}`` in OpenAI's schema, or ``None`` when none were asked for.
+
+    Raises:
+        MragError: they were asked for and the served generator cannot give them.
+    """
+    if top_logprobs is None:
+        return None
+    tokens = getattr(generation, "logprobs", None)
+    if tokens is None:
+        raise MragError("the served generator does not report log-probabilities")
+
+    def entry(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
+
+    return {
+        "content": [
+            {
+                **entry(t.token, t.logprob),
+                "top_logprobs": [entry(alt, lp) for alt, lp in t.top[:top_logprobs]],
+            }
+            for t in tokens
+        ]
+    }
 
 
 def _usage(generation: Any) -> dict[str, int]:
@@ -144,7 +197,11 @@ def _usage(generation: Any) -> dict[str, int]:
 
 
 def _events(
-    generation: Iterator[str], served: str, completion_id: str, include_usage: bool
+    generation: Iterator[str],
+    served: str,
+    completion_id: str,
+    include_usage: bool,
+    top_logprobs: int | None = None,
 ) -> Iterator[str]:
     """Server-sent events of a streamed completion (run by Starlette in its thread pool)."""
     created = int(time.time())
@@ -160,13 +217,19 @@ def _events(
         }
         return f"data: {json.dumps(payload)}\n\n"
 
-    def delta(content: dict[str, Any], finish_reason: str | None = None) -> str:
-        return chunk([{"index": 0, "delta": content, "finish_reason": finish_reason}])
+    def delta(
+        content: dict[str, Any], finish_reason: str | None = None, logprobs: Any = None
+    ) -> str:
+        choice = {"index": 0, "delta": content, "finish_reason": finish_reason}
+        if logprobs is not None:
+            choice["logprobs"] = logprobs
+        return chunk([choice])
 
     yield delta({"role": "assistant", "content": ""})
     try:
         for text in generation:
             yield delta({"content": text})
+        logprobs = _logprobs(generation, top_logprobs)
     except Exception as exc:  # the status line is gone: report in-band, as OpenAI does
         log.exception("generation failed mid-stream")
         body = {"error": {"message": f"{type(exc).__name__}: {exc}", "type": "server_error"}}
@@ -177,7 +240,7 @@ def _events(
         close = getattr(generation, "close", None)
         if close is not None:
             close()  # a client that went away stops the model
-    yield delta({}, getattr(generation, "finish_reason", None) or "stop")
+    yield delta({}, getattr(generation, "finish_reason", None) or "stop", logprobs)
     if include_usage:
         yield chunk([], usage=_usage(generation))
     yield "data: [DONE]\n\n"

@@ -18,6 +18,7 @@ that accept them; each fence says which image belongs to it.
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +78,9 @@ class Prompt:
         images_dropped: images left out by the budget.
         max_new_tokens: an upper bound on the answer's length the caller asks for (a generator
             never goes past its own cap).
+        top_logprobs: ``None``: no log-probabilities; 0: each generated token's own; N > 0: also
+            the N most likely tokens at each position (``Generation.logprobs``). The LLM
+            reranker asks for one token and reads how likely "yes" and "no" were.
     """
 
     system: str
@@ -86,6 +90,7 @@ class Prompt:
     evidence: tuple[Evidence, ...] = ()
     images_dropped: int = 0
     max_new_tokens: int | None = None
+    top_logprobs: int | None = None
 
     def messages(self, *, images: bool = False) -> list[dict[str, Any]]:
         """OpenAI-style chat messages; with ``images``, the user content is a list of parts
@@ -103,7 +108,11 @@ class Prompt:
 
     @classmethod
     def from_messages(
-        cls, messages: Sequence[dict[str, Any]], *, max_new_tokens: int | None = None
+        cls,
+        messages: Sequence[dict[str, Any]],
+        *,
+        max_new_tokens: int | None = None,
+        top_logprobs: int | None = None,
     ) -> Prompt:
         """A prompt from chat messages (the OpenAI-compatible server's input).
 
@@ -135,6 +144,7 @@ class Prompt:
             user=user,
             images=tuple(images),
             max_new_tokens=max_new_tokens,
+            top_logprobs=top_logprobs,
         )
 
 
@@ -145,17 +155,34 @@ def _message_text(content: Any, images: list[PromptImage]) -> str:
         return content
     if not isinstance(content, list):
         raise ValueError("message content must be a string or a list of parts")
-    texts = []
-    for part in content:
+    texts: list[str] = []
+    label: re.Match[str] | None = None  # a text part that labels the image after it
+    for position, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text":
-            texts.append(str(part.get("text", "")))
+            text = str(part.get("text", ""))
+            following = content[position + 1] if position + 1 < len(content) else None
+            label = _IMAGE_LABEL.fullmatch(text.strip()) if _is_image_part(following) else None
+            if label is None:
+                texts.append(text)
         elif kind == "image_url":
-            url = (part.get("image_url") or {}).get("url", "")
-            images.append(_decode_data_url(url))
+            image = _decode_data_url((part.get("image_url") or {}).get("url", ""))
+            if label is not None and label.group(1):
+                image = PromptImage(image.data, image.mime_type, int(label.group(1)))
+            images.append(image)
+            label = None
         else:
             raise ValueError(f"message part type must be text or image_url, got {kind!r}")
     return "\n".join(texts)
+
+
+#: The label :meth:`Prompt.messages` puts before each image; read back by ``from_messages``, so a
+#: prompt sent over HTTP arrives as it left (same user text, same images and numbers).
+_IMAGE_LABEL = re.compile(r"Image(?: of evidence \[(\d+)\])?:")
+
+
+def _is_image_part(part: Any) -> bool:
+    return isinstance(part, dict) and part.get("type") == "image_url"
 
 
 def _decode_data_url(url: str) -> PromptImage:

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 VISUAL_MODALITIES: tuple[str, ...] = ("image", "pdf_page", "video_frame")
 #: Chunk modalities whose ``text`` is the content itself (scored by text rerankers).
 TEXT_MODALITIES: tuple[str, ...] = ("text", "audio_segment", "video_segment")
+#: What ``rerank.visual`` may name.
+VISUAL_RERANKERS: tuple[str, ...] = ("none", "clip", "openai")
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: numpy fields have no single truth value
@@ -92,11 +94,15 @@ class RerankSettings:
 
     Attributes:
         text: reranker for text-bearing hits: ``none``, ``maxsim`` (late interaction over the
-            packaged MiniLM), or a registered model spec name (``hf_cross_encoder`` family:
-            ``cross-encoder/ms-marco-MiniLM-L-6-v2``, ``BAAI/bge-reranker-v2-m3``; or an
-            ``hf_text`` encoder for MaxSim over its tokens).
-        visual: reranker for visual hits: ``none`` or ``clip`` (exact cosine on the stored
-            ``clip`` vectors against the query's CLIP vector).
+            packaged MiniLM), ``openai`` (an LLM behind an OpenAI-compatible endpoint), or a
+            registered model spec name (``hf_cross_encoder`` family:
+            ``cross-encoder/ms-marco-MiniLM-L-6-v2``, ``BAAI/bge-reranker-v2-m3``; an
+            ``hf_text`` encoder for MaxSim over its tokens; an ``hf_causal_lm`` for an LLM
+            judging each pair).
+        visual: reranker for visual hits: ``none``, ``clip`` (exact cosine on the stored
+            ``clip`` vectors against the query's CLIP vector), ``openai`` (a vision-language
+            model behind an OpenAI-compatible endpoint) or a vision-language model spec
+            (``hf_causal_lm`` with ``accepts_images``, e.g. ``tiny-vlm-random``) run locally.
         depth: candidates retrieved and reranked per query (then cut to ``k``).
         batch_size: query-passage pairs per forward pass.
         max_length: token cap per (query, passage) pair or passage.
@@ -121,8 +127,11 @@ class RerankSettings:
             raise ConfigError(
                 "rerank.text cannot be clip (it scores visual hits); use rerank.visual"
             )
-        if self.visual not in ("none", "clip"):
-            raise ConfigError(f"rerank.visual must be one of none, clip, got {self.visual!r}")
+        if self.visual not in VISUAL_RERANKERS and not _is_vision_lm(self.visual):
+            raise ConfigError(
+                f"rerank.visual must be one of {', '.join(VISUAL_RERANKERS)} or a registered "
+                f"vision-language model (hf_causal_lm, accepts_images), got {self.visual!r}"
+            )
         if self.device not in ("cpu", "cuda"):
             raise ConfigError(f"rerank.device must be one of cpu, cuda, got {self.device!r}")
 
@@ -133,6 +142,16 @@ class RerankSettings:
     def pool_size(self, k: int) -> int:
         """How many candidates to retrieve for a top-``k`` answer (``k`` when nothing reranks)."""
         return max(k, self.depth) if self.enabled else k
+
+
+def _is_vision_lm(name: str) -> bool:
+    from mrag.models import get_model_spec
+
+    try:
+        spec = get_model_spec(name)
+    except ConfigError:
+        return False
+    return spec.family == "hf_causal_lm" and spec.accepts_images
 
 
 def reorder_in_slots(hits: Sequence[Hit], scores: dict[int, float]) -> list[Hit]:

@@ -26,19 +26,30 @@ VectorSource = VectorFetcher | Mapping[str, np.ndarray] | Any  # Any: a LanceDB 
 _IDS_PER_QUERY = 500
 
 
+#: ``(chunk_ids) -> {chunk_id: JPEG bytes}``; ids without a thumbnail are left out.
+ThumbnailFetcher = Callable[[Sequence[str]], Mapping[str, bytes]]
+
+
 def lance_vector_fetcher(table: lancedb.table.Table, column: str = "clip") -> VectorFetcher:
     """Fetches ``column`` by ``chunk_id`` from a LanceDB ``chunks`` table (exact, stored values).
 
     One filtered scan per call (per 500 ids); with a scalar index on ``chunk_id`` it reads only
     the matching rows.
     """
+    return lance_column_fetcher(table, column, lambda v: np.asarray(v, dtype=np.float32))
+
+
+def lance_column_fetcher(
+    table: lancedb.table.Table, column: str, convert: Callable[[Any], Any] = lambda v: v
+) -> Callable[[Sequence[str]], dict[str, Any]]:
+    """Fetches any ``column`` by ``chunk_id`` (``convert`` applied to each non-null value)."""
     from mrag.store.schema import sql_literal
 
     if column not in table.schema.names:
-        raise ConfigError(f"table has no vector column {column!r}; columns: {table.schema.names}")
+        raise ConfigError(f"table has no column {column!r}; columns: {table.schema.names}")
 
-    def fetch(chunk_ids: Sequence[str]) -> dict[str, np.ndarray]:
-        found: dict[str, np.ndarray] = {}
+    def fetch(chunk_ids: Sequence[str]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
         unique = list(dict.fromkeys(chunk_ids))
         for start in range(0, len(unique), _IDS_PER_QUERY):
             ids = unique[start : start + _IDS_PER_QUERY]
@@ -50,7 +61,7 @@ def lance_vector_fetcher(table: lancedb.table.Table, column: str = "clip") -> Ve
                 rows["chunk_id"].to_pylist(), rows[column].to_pylist(), strict=True
             ):
                 if vector is not None:
-                    found[chunk_id] = np.asarray(vector, dtype=np.float32)
+                    found[chunk_id] = convert(vector)
         return found
 
     return fetch
@@ -66,6 +77,21 @@ def as_vector_fetcher(source: VectorSource, column: str = "clip") -> VectorFetch
         return source
     raise ConfigError(
         f"vectors must be a LanceDB table, a mapping or a callable, got {type(source).__name__}"
+    )
+
+
+def as_thumbnail_fetcher(source: Any) -> ThumbnailFetcher:
+    """A thumbnail fetcher from a callable, a mapping, or a LanceDB ``chunks`` table (its
+    ``thumbnail`` column): for rerankers that look at the pixels of hits searched without
+    ``include_thumbnail``."""
+    if isinstance(source, Mapping):
+        return lambda chunk_ids: {i: source[i] for i in chunk_ids if source.get(i)}
+    if hasattr(source, "search") and hasattr(source, "schema"):
+        return lance_column_fetcher(source, "thumbnail", bytes)
+    if callable(source):
+        return source
+    raise ConfigError(
+        f"thumbnails must be a LanceDB table, a mapping or a callable, got {type(source).__name__}"
     )
 
 

@@ -4,6 +4,7 @@ structure is what is asserted)."""
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import pytest
 
@@ -98,3 +99,59 @@ def test_cuda_fp16_generates_through_the_same_code():
     assert generator.model.dtype == torch.float16
     generation = generator.generate(build_prompt(QUESTION, corpus()))
     assert generation.text() and 0 < generation.usage.completion_tokens <= 8
+
+
+def test_next_token_logprobs_batched_match_each_prompt_alone_and_generate(tiny):
+    import numpy as np
+
+    prompts = [
+        build_prompt(QUESTION, corpus()[:n], max_new_tokens=1) for n in (3, 1, 2)
+    ]  # three lengths: the batch is left-padded
+    batched = tiny.next_token_logprobs(prompts, batch_size=3)
+    assert batched.shape == (3, len(tiny.tokenizer))
+    np.testing.assert_allclose(np.exp(batched).sum(axis=1), 1.0, atol=1e-4)
+    for row, prompt in zip(batched, prompts, strict=True):
+        np.testing.assert_allclose(row, tiny.next_token_logprobs([prompt])[0], atol=1e-5)
+        generation = tiny.generate(replace(prompt, top_logprobs=3))
+        generation.text()
+        (first,) = generation.logprobs
+        assert first.logprob == pytest.approx(float(row.max()), abs=1e-5)  # greedy: the best
+        assert [lp for _, lp in first.top] == pytest.approx(sorted(row)[::-1][:3], abs=1e-5)
+    few = tiny.next_token_logprobs(prompts, [5, 7], batch_size=2)
+    np.testing.assert_allclose(few, batched[:, [5, 7]], atol=1e-5)
+
+
+def test_a_generation_reports_no_logprobs_unless_asked(tiny):
+    generation = tiny.generate(build_prompt(QUESTION, corpus(), max_new_tokens=2))
+    generation.text()
+    assert generation.logprobs is None
+
+
+def test_the_tiny_vision_language_model_reads_the_images_of_a_prompt():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from tests.generate.evidence import image_evidence
+
+    def jpeg(rgb):
+        buffer = io.BytesIO()
+        Image.new("RGB", (40, 30), rgb).save(buffer, "JPEG")
+        return buffer.getvalue()
+
+    vlm = create_generator("tiny-vlm-random", GeneratorSettings(max_new_tokens=4))
+    assert vlm.accepts_images and isinstance(vlm, Generator)
+    red = build_prompt("what is shown?", [image_evidence(1, jpeg((220, 0, 0)))])
+    blue = build_prompt("what is shown?", [image_evidence(1, jpeg((0, 0, 230)))])
+    text = vlm.prompt_text(red)
+    assert text.index("image attached") < text.index("Image of evidence [1]:<image>")
+    inputs = vlm.model_inputs([red])
+    assert inputs["pixel_values"].shape == (1, 3, 32, 32)
+    assert int((inputs["input_ids"] == vlm.tokenizer.convert_tokens_to_ids("<image>")).sum()) == 4
+    scores = vlm.next_token_logprobs([red, blue])
+    assert not np.allclose(scores[0], scores[1], atol=1e-6)  # the pixels reach the model
+    generation = vlm.generate(red)
+    assert generation.text() and 0 < generation.usage.completion_tokens <= 4
+    with pytest.raises(ValueError, match="does not decode"):
+        vlm.generate(build_prompt("q?", [image_evidence(1, b"not a jpeg")]))

@@ -4,6 +4,7 @@ thread) serving the tiny transformers model, and small recording generators."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import httpx
@@ -187,3 +188,66 @@ def test_a_refused_prompt_is_a_400_and_a_failed_whole_reply_a_500():
         client = OpenAIGenerator("recorder", base_url=url, stream=False)
         with pytest.raises(GenerationError, match="HTTP 500: upstream model crashed"):
             list(client.generate(build_prompt("q?", corpus())))
+
+
+def _logprobs_body(stream: bool) -> dict:
+    prompt = replace(build_prompt(QUESTION, corpus(), max_new_tokens=3), top_logprobs=4)
+    return _client("unused", stream=stream).request_body(prompt)
+
+
+def test_logprobs_come_back_in_openai_schema_whole_and_streamed(tiny_url):
+    from mrag.generate.hf import TransformersGenerator
+
+    whole_body = _logprobs_body(stream=False)
+    assert (whole_body["logprobs"], whole_body["top_logprobs"]) == (True, 4)
+    headers = {"Authorization": "Bearer sekret"}
+    reply = httpx.post(f"{tiny_url}/chat/completions", json=whole_body, headers=headers).json()
+    content = reply["choices"][0]["logprobs"]["content"]
+    assert len(content) == reply["usage"]["completion_tokens"] == 3
+    for entry in content:
+        assert set(entry) == {"token", "logprob", "bytes", "top_logprobs"}
+        assert entry["bytes"] == list(entry["token"].encode()) and entry["logprob"] <= 0
+        assert len(entry["top_logprobs"]) == 4
+        best = entry["top_logprobs"][0]
+        assert entry["logprob"] == pytest.approx(best["logprob"])  # greedy: the best one
+    assert "".join(e["token"] for e in content) == reply["choices"][0]["message"]["content"]
+
+    with httpx.stream(
+        "POST", f"{tiny_url}/chat/completions", json=_logprobs_body(stream=True), headers=headers
+    ) as response:
+        chunks = [
+            json.loads(line.removeprefix("data: "))
+            for line in response.iter_lines()
+            if line.startswith("data: {")
+        ]
+    carrying = [c for c in chunks if c["choices"] and "logprobs" in c["choices"][0]]
+    assert len(carrying) == 1 and carrying[0]["choices"][0]["finish_reason"] in ("stop", "length")
+    assert carrying[0]["choices"][0]["logprobs"]["content"] == content  # same model, same tokens
+
+    local = TransformersGenerator(MODEL, max_new_tokens=16)
+    prompt = replace(build_prompt(QUESTION, corpus(), max_new_tokens=3), top_logprobs=4)
+    in_process = local.generate(prompt)
+    in_process.text()
+    for stream in (False, True):
+        client = _client(tiny_url, stream=stream).generate(prompt)
+        client.text()
+        assert [t.token for t in client.logprobs] == [t.token for t in in_process.logprobs]
+        for over_http, here in zip(client.logprobs, in_process.logprobs, strict=True):
+            assert over_http.logprob == pytest.approx(here.logprob, abs=1e-5)
+            assert [a for a, _ in over_http.top] == [a for a, _ in here.top]
+
+
+def test_logprob_requests_the_server_cannot_answer_are_400s(tiny_url):
+    headers = {"Authorization": "Bearer sekret"}
+    body = {**_logprobs_body(stream=False), "logprobs": False}
+    refused = httpx.post(f"{tiny_url}/chat/completions", json=body, headers=headers)
+    assert refused.status_code == 400
+    assert "top_logprobs needs logprobs: true" in refused.json()["error"]["message"]
+    with serve(create_app(_Recorder())) as url:  # a generator that reports no logprobs
+        client = OpenAIGenerator("recorder", base_url=url, stream=False)
+        asked = replace(build_prompt("q?", corpus()), top_logprobs=2)
+        with pytest.raises(GenerationError, match="does not report log-probabilities") as err:
+            client.generate(asked).text()
+        assert err.value.status == 400
+        plain = client.generate(build_prompt("q?", corpus()))
+        assert plain.text() == "0 images seen [1]" and plain.logprobs is None

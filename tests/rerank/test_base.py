@@ -78,7 +78,7 @@ def test_settings_pool_depth_and_validation():
     assert RerankSettings(visual="clip", depth=20).pool_size(30) == 30
     with pytest.raises(ConfigError, match="rerank.depth must be an integer >= 1"):
         RerankSettings(depth=0)
-    with pytest.raises(ConfigError, match="rerank.visual must be one of none, clip"):
+    with pytest.raises(ConfigError, match="rerank.visual must be one of none, clip, openai"):
         RerankSettings(visual="siglip")
     with pytest.raises(ConfigError, match="rerank.text cannot be clip"):
         RerankSettings(text="clip")
@@ -87,7 +87,9 @@ def test_settings_pool_depth_and_validation():
 def test_factory_names_what_it_accepts():
     assert isinstance(create_reranker("none"), IdentityReranker)
     assert isinstance(reranker_from_settings(RerankSettings()), IdentityReranker)
-    with pytest.raises(ConfigError, match="not one of none, clip, maxsim or a registered model"):
+    with pytest.raises(
+        ConfigError, match="not one of none, clip, maxsim, openai or a registered model"
+    ):
         create_reranker("colbert-v9")
     with pytest.raises(ConfigError, match="needs vectors"):
         create_reranker("clip")
@@ -98,7 +100,7 @@ def test_factory_names_what_it_accepts():
 def test_importing_rerankers_and_refiner_loads_no_model_library():
     code = (
         "import sys, mrag.rerank, mrag.refine, mrag.rerank.cross_encoder, "
-        "mrag.rerank.late_interaction, mrag.rerank.clip; "
+        "mrag.rerank.late_interaction, mrag.rerank.clip, mrag.rerank.llm, mrag.refine.condense; "
         "print(sorted(m for m in ('torch', 'transformers', 'open_clip', 'lancedb') "
         "if m in sys.modules))"
     )

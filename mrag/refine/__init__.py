@@ -26,6 +26,10 @@ Four steps, in this order, each on the output of the one before:
    ``min_item_tokens`` are left, else skipped, and the next ones are still tried.
 
 Evidence items are numbered ``n`` = 1, 2, … in rank order, for ``[n]`` citations.
+
+Optionally, :func:`condense` (:mod:`mrag.refine.condense`) then cuts each long text item down to
+the sentences that bear on the question, extractively (the text encoder) or by asking a
+generator to quote them, keeping ``n``, chunk ids and locators, so citations still map back.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mrag.errors import ConfigError
+from mrag.refine.condense import CondenseSettings, condense, condense_prompt
 from mrag.rerank.base import VISUAL_MODALITIES
 
 if TYPE_CHECKING:
@@ -44,6 +49,19 @@ if TYPE_CHECKING:
 
     from mrag.rerank.vectors import VectorSource
     from mrag.retrieve.search import Hit
+
+
+__all__ = [
+    "AssetGroup",
+    "CondenseSettings",
+    "Evidence",
+    "RefineSettings",
+    "condense",
+    "condense_prompt",
+    "cut_to_tokens",
+    "group_by_asset",
+    "refine",
+]
 
 
 @dataclass(frozen=True)
@@ -117,6 +135,8 @@ class Evidence:
             where they differ from ``uri``.
         truncated: the text was cut to fit the token budget (``char_end`` then ends the cut
             text when the span is exact).
+        condensed: the text is the span's sentences that bear on the question, not the whole
+            span (:func:`condense`; the locators still name the whole span).
         tokens: what this item costs of the token budget; ``images``: of the image budget.
     """
 
@@ -137,6 +157,7 @@ class Evidence:
     duplicates: tuple[str, ...] = ()
     other_uris: tuple[str, ...] = ()
     truncated: bool = False
+    condensed: bool = False
     tokens: int = 0
     images: int = 0
 
@@ -484,7 +505,7 @@ def _fit_budget(
         if evidence.tokens > tokens_left:
             if tokens_left < settings.min_item_tokens or not evidence.text:
                 continue
-            evidence.text = _cut_to_tokens(evidence.text, tokens_left, count)
+            evidence.text = cut_to_tokens(evidence.text, tokens_left, count)
             evidence.tokens = count(evidence.text)
             evidence.truncated = True
             if exact and evidence.char_start is not None:
@@ -496,7 +517,7 @@ def _fit_budget(
     return out
 
 
-def _cut_to_tokens(text: str, budget: int, count: Callable[[str], int]) -> str:
+def cut_to_tokens(text: str, budget: int, count: Callable[[str], int]) -> str:
     """The longest prefix of ``text`` within ``budget`` tokens, cut at white space if possible."""
     low, high = 0, len(text)
     while low < high:  # largest prefix length whose count fits
