@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from mrag.config import MragConfig
-    from mrag.generate import Answer, Generator
+    from mrag.generate import Answer, Generator, GeneratorSettings
     from mrag.query import QueryEngine
     from mrag.refine import Evidence, RefineSettings
     from mrag.retrieve.search import Hit
@@ -81,18 +81,12 @@ def evidence_search(request: SearchRequest) -> SearchRequest:
     return request.model_copy(update={"include_thumbnail": True})
 
 
-def generator_from_config(
-    config: MragConfig,
-    *,
-    embed: Callable[[list[str]], np.ndarray] | None = None,
-    device: str = "cpu",
-) -> Generator:
-    """The ``generate`` section's generator; ``embed`` is the extractive one's sentence encoder
-    (the caller's loaded text encoder; the packaged MiniLM when ``None``)."""
-    from mrag.generate import GeneratorSettings, create_generator
+def generator_settings(config: MragConfig, *, device: str = "cpu") -> GeneratorSettings:
+    """The ``generate`` section as the generators (and an ``openai`` reranker) take it."""
+    from mrag.generate import GeneratorSettings
 
     section = config.generate
-    settings = GeneratorSettings(
+    return GeneratorSettings(
         model=section.model,
         weights=section.weights,
         device=device,
@@ -105,7 +99,40 @@ def generator_from_config(
         max_sentences=section.max_sentences,
         seed=config.seed,
     )
-    return create_generator(section.generator, settings, embed=embed)
+
+
+def generator_from_config(
+    config: MragConfig,
+    *,
+    embed: Callable[[list[str]], np.ndarray] | None = None,
+    device: str = "cpu",
+) -> Generator:
+    """The ``generate`` section's generator; ``embed`` is the extractive one's sentence encoder
+    (the caller's loaded text encoder; the packaged MiniLM when ``None``)."""
+    from mrag.generate import create_generator
+
+    settings = generator_settings(config, device=device)
+    return create_generator(config.generate.generator, settings, embed=embed)
+
+
+def condense_evidence(
+    config: MragConfig, question: str, evidence: list[Evidence], generator: Generator
+) -> list[Evidence]:
+    """``generate.condense``: the evidence cut to what bears on the question, or unchanged.
+
+    ``extractive`` uses the answer's own extractive generator's encoder when it is one (no
+    second model load); ``generator`` asks the answer's generator to quote the sentences.
+    """
+    mode = config.generate.condense
+    if mode == "none" or not evidence:
+        return evidence
+    from mrag.generate.extractive import ExtractiveGenerator
+    from mrag.refine import condense
+
+    if mode == "extractive":
+        extractive = generator if isinstance(generator, ExtractiveGenerator) else None
+        return condense(question, evidence, extractive)
+    return condense(question, evidence, generator)
 
 
 def refine_settings(config: MragConfig) -> RefineSettings:
@@ -145,9 +172,12 @@ def answer_events(
 
     hits = engine.run(evidence_search(request))
     yield {"type": "hits", "hits": hits}
-    evidence = refine_hits(engine.config, hits)
+    question = question_of(request)
+    evidence = condense_evidence(
+        engine.config, question, refine_hits(engine.config, hits), generator
+    )
     yield from stream_answer(
-        question_of(request),
+        question,
         evidence,
         generator,
         image_budget=engine.config.generate.max_images,

@@ -373,9 +373,11 @@ class RerankConfig(_ConfigModel):
     ``k`` are kept, when a search reranks (``enabled``, or the request's own ``rerank``).
 
     ``text`` reorders text-bearing hits: ``none``, ``maxsim`` (late interaction over the text
-    encoder) or a cross-encoder spec; "" takes the profile's choice. ``visual`` reorders images
-    and pages: ``clip`` is the exact cosine on the stored full-precision vectors (what an
-    IVF-PQ index quantised away). Each reorders only its own hits' slots.
+    encoder), a cross-encoder spec, a causal-LM spec (an LLM scoring each pair yes/no) or
+    ``openai`` (the same over the ``generate`` section's endpoint); "" takes the profile's
+    choice. ``visual`` reorders images and pages: ``none``, ``clip`` (the exact cosine on the
+    stored full-precision vectors: what an IVF-PQ index quantised away), a vision-language
+    spec, or ``openai`` with ``generate.accepts_images``. Each reorders only its own hits' slots.
     """
 
     _section: ClassVar[str] = "rerank"
@@ -383,7 +385,7 @@ class RerankConfig(_ConfigModel):
     enabled: bool = True
     text: Text = ""
     text_weights: Text = ""
-    visual: Literal["none", "clip"] = "clip"
+    visual: Text = Field("clip", min_length=1)
     batch_size: Int = Field(32, ge=1, le=1024)
     max_length: Int = Field(512, ge=16, le=8192)
 
@@ -415,6 +417,10 @@ class GenerateConfig(_ConfigModel):
     k: Int = Field(8, ge=1, le=1000)
     max_tokens: Int = Field(2000, ge=16, le=1_000_000)
     max_images: Int = Field(4, ge=0, le=64)
+    # Before generation, cut each long evidence text to its sentences that bear on the
+    # question: ``extractive`` (the text encoder's similarity), ``generator`` (the model quotes
+    # them; only sentences really in the passage are kept) or ``none``.
+    condense: Literal["none", "extractive", "generator"] = "none"
 
 
 class MragConfig(_ConfigModel):

@@ -246,8 +246,9 @@ def build_reranker(
     """The configured reranker (``rerank.text`` for text hits, ``rerank.visual`` for images and
     pages), or ``None`` when both are ``none``. Stored vectors come from the retriever's current
     table version."""
+    from mrag.answers import generator_settings
     from mrag.rerank import RerankSettings, reranker_from_settings
-    from mrag.rerank.vectors import lance_vector_fetcher
+    from mrag.rerank.vectors import lance_column_fetcher, lance_vector_fetcher
 
     settings = RerankSettings(
         text=config.rerank.text or "none",
@@ -264,7 +265,17 @@ def build_reranker(
         table = retriever.table()
         return {} if table is None else lance_vector_fetcher(table, "clip")(chunk_ids)
 
-    return reranker_from_settings(settings, clip_embedder=clip, vectors=stored_vectors)
+    def thumbnails(chunk_ids: Sequence[str]) -> dict[str, bytes]:
+        table = retriever.table()
+        return {} if table is None else lance_column_fetcher(table, "thumbnail")(chunk_ids)
+
+    return reranker_from_settings(
+        settings,
+        clip_embedder=clip,
+        vectors=stored_vectors,
+        endpoint=generator_settings(config),  # an `openai` reranker uses the answers' endpoint
+        thumbnails=thumbnails,
+    )
 
 
 def rerank_hits(

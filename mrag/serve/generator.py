@@ -75,9 +75,17 @@ class GeneratorDeployment:
     async def answer(
         self, question: str, evidence: list[Evidence]
     ) -> AsyncIterator[dict[str, Any]]:
+        from mrag.answers import condense_evidence
         from mrag.errors import MragError
         from mrag.generate import stream_answer
 
+        try:
+            evidence = await asyncio.to_thread(
+                condense_evidence, self.config, question, evidence, self.generator
+            )
+        except MragError as exc:
+            yield {"type": "error", "error": f"condensing the evidence failed: {exc}"}
+            return
         events = stream_answer(
             question, evidence, self.generator, image_budget=self.config.generate.max_images
         )

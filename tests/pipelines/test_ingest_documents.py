@@ -219,3 +219,28 @@ def test_mrag_ask_in_process_cites_hits_it_returned(doc_db) -> None:
     assert any(by_n[c.n].uri.endswith("astronomy.pdf") for c in result.citations)
     with pytest.raises(mrag.MragError, match="exactly one"):
         mrag.ask(None, config)
+
+
+def test_config_condenses_evidence_and_reranks_with_an_llm(doc_db) -> None:
+    """``generate.condense`` and an LLM ``rerank.text`` reach the in-process answer path."""
+    import mrag
+    from mrag.query import QueryEngine
+    from mrag.rerank.llm import LlmReranker
+
+    _, base, _ = doc_db
+    question = "What are Saturn's rings composed of?"
+    whole = mrag.ask(question, base, k=4)
+    condensed_config = base.model_copy(deep=True)
+    condensed_config.generate.condense = "extractive"
+    condensed = mrag.ask(question, condensed_config, k=4)
+    assert [e.chunk_ids for e in condensed.evidence] == [e.chunk_ids for e in whole.evidence]
+    assert any(e.condensed for e in condensed.evidence)
+    for short, full in zip(condensed.evidence, whole.evidence, strict=True):
+        assert len(short.text or "") <= len(full.text or "")
+
+    llm_config = base.model_copy(deep=True)
+    llm_config.rerank.text = "tiny-causal-lm-random"
+    engine = QueryEngine.for_config(llm_config)
+    assert any(isinstance(part, LlmReranker) for part, _ in engine.reranker.parts)
+    hits = engine.search(question, k=5, rerank=True)
+    assert len(hits) == 5
