@@ -181,14 +181,18 @@ def test_empty_and_text_less_input():
 def test_group_by_asset_orders_groups_by_their_best_hit():
     hits = [chunk_hit(3, 0.9), photo("p", "P", "/p.jpg", 0.8), chunk_hit(0, 0.7), chunk_hit(1, 0.6)]
 
-    groups = group_by_asset(hits, max_hits_per_asset=2)
+    groups = group_by_asset(hits, max_per_asset=2)
 
-    assert [(g.asset_id, [h.chunk_id for h in g.hits]) for g in groups] == [
+    assert [(g.asset_id, [h.chunk_id for h in g.items]) for g in groups] == [
         ("manual", ["manual|3", "manual|0"]),
         ("P", ["p"]),
     ]
     assert groups[0].to_dict()["score"] == 0.9
     assert group_by_asset([]) == []
+    # Evidence groups the same way: the refiner's merged items per asset.
+    merged = group_by_asset(refine(hits))
+    assert [g.asset_id for g in merged] == ["manual", "P"]
+    assert [e.chunk_ids for e in merged[0].items] == [("manual|3",), ("manual|0", "manual|1")]
 
 
 def test_settings_errors_name_the_field():

@@ -195,13 +195,14 @@ class Evidence:
 
 @dataclass
 class AssetGroup:
-    """The hits of one asset, for a search grouped by asset; ``score`` is its best hit's."""
+    """The items (hits or evidence) of one asset, for a search grouped by asset; ``score`` is
+    its best item's."""
 
     asset_id: str
     uri: str
     modality: str
     score: float
-    hits: list[Hit]
+    items: list[Any]
 
     def to_dict(self, include_thumbnail: bool = False) -> dict[str, Any]:
         return {
@@ -209,21 +210,22 @@ class AssetGroup:
             "uri": self.uri,
             "modality": self.modality,
             "score": self.score,
-            "hits": [hit.to_dict(include_thumbnail) for hit in self.hits],
+            "items": [item.to_dict(include_thumbnail) for item in self.items],
         }
 
 
-def group_by_asset(
-    hits: Sequence[Hit], *, max_hits_per_asset: int | None = None
-) -> list[AssetGroup]:
-    """Hits grouped by ``asset_id``; groups ordered by their best hit, hits in rank order."""
+def group_by_asset(items: Sequence[Any], *, max_per_asset: int | None = None) -> list[AssetGroup]:
+    """Hits or evidence items (anything with ``asset_id``, ``uri``, ``modality``, ``score``)
+    grouped by asset; groups ordered by their best item, items in rank order."""
     groups: dict[str, AssetGroup] = {}
-    for hit in hits:
-        group = groups.get(hit.asset_id)
+    for item in items:
+        group = groups.get(item.asset_id)
         if group is None:
-            groups[hit.asset_id] = AssetGroup(hit.asset_id, hit.uri, hit.modality, hit.score, [hit])
-        elif max_hits_per_asset is None or len(group.hits) < max_hits_per_asset:
-            group.hits.append(hit)
+            groups[item.asset_id] = AssetGroup(
+                item.asset_id, item.uri, item.modality, item.score, [item]
+            )
+        elif max_per_asset is None or len(group.items) < max_per_asset:
+            group.items.append(item)
     return list(groups.values())
 
 

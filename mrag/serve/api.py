@@ -8,18 +8,20 @@ the HTTP API reject the same inputs with the same words: one sentence naming the
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
 from mrag.query import DEFAULT_K, SearchRequest, search_request_model
 
 if TYPE_CHECKING:
+    from mrag.refine import AssetGroup
     from mrag.retrieve.search import Hit
 
 __all__ = [
     "DEFAULT_K",
     "AnswerResponse",
+    "AssetEvidence",
     "Citation",
     "ErrorResponse",
     "HealthResponse",
@@ -56,10 +58,43 @@ class SearchHit(BaseModel):
         return cls(**hit.to_dict(include_thumbnail=include_thumbnail))
 
 
+class AssetEvidence(BaseModel):
+    """One asset of a search grouped by asset: its hits as the refiner leaves them (duplicates
+    dropped, adjacent spans and pages merged), with the locators a citation needs."""
+
+    asset_id: str
+    uri: str
+    modality: str
+    score: float = Field(description="Its best item's score.")
+    evidence: list[dict[str, Any]] = Field(
+        description="Items best first: `chunk_ids`, `text`, `page`/`page_end`, `char_start`/"
+        "`char_end`, `start_s`/`end_s`, `duplicates`… (fields that do not apply left out)."
+    )
+
+    @classmethod
+    def from_group(cls, group: AssetGroup, *, include_thumbnail: bool) -> AssetEvidence:
+        items = []
+        for item in group.items:
+            shown = item.to_dict(include_thumbnail)
+            for key in ("n", "tokens", "images"):  # answer-budget fields, not a search's
+                shown.pop(key, None)
+            items.append(shown)
+        return cls(
+            asset_id=group.asset_id,
+            uri=group.uri,
+            modality=group.modality,
+            score=group.score,
+            evidence=items,
+        )
+
+
 class SearchResponse(BaseModel):
     """The hits, best first, and the server-side time the search took."""
 
     hits: list[SearchHit]
+    groups: list[AssetEvidence] | None = Field(
+        None, description='With `group: "asset"`: the best `k` assets, each with its evidence.'
+    )
     took_ms: float
 
 

@@ -37,11 +37,13 @@ from mrag.config import MragConfig
 from mrag.errors import DecodeError, MragError
 from mrag.models import get_model_spec
 from mrag.query import candidate_depth, decode_query_image, finish_hits, wants_rerank
+from mrag.refine import RefineSettings, group_by_asset, refine
 from mrag.retrieve.hits import Hit
 from mrag.retrieve.search import Retriever, describe_error
 from mrag.serve.answer import AnswerService, GeneratorFailed
 from mrag.serve.api import (
     AnswerResponse,
+    AssetEvidence,
     ErrorResponse,
     HealthResponse,
     SearchHit,
@@ -52,6 +54,8 @@ from mrag.serve.api import (
 
 log = logging.getLogger(__name__)
 
+#: ``group: "asset"``: the refiner without its evidence budget (a search shows every asset).
+GROUP_REFINE = RefineSettings(max_tokens=10**9, max_images=10**6)
 #: The search page and its files (``GET /``).
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: Paths under this prefix need the bearer token (when one is set) and obey the body limit.
@@ -119,16 +123,29 @@ class SearchService:
 
     async def search(self, request: SearchRequest) -> SearchResponse:
         started = time.perf_counter()
-        hits = await self.hits(request)
+        pool = await self.ranked_pool(request)
+        hits = finish_hits(request, pool, rerank=False)
+        groups = None
+        if request.group == "asset":
+            groups = [
+                AssetEvidence.from_group(group, include_thumbnail=request.include_thumbnail)
+                for group in group_by_asset(refine(pool, GROUP_REFINE))[: request.k]
+            ]
         return SearchResponse(
             hits=[
                 SearchHit.from_hit(hit, include_thumbnail=request.include_thumbnail) for hit in hits
             ],
+            groups=groups,
             took_ms=round((time.perf_counter() - started) * 1000, 1),
         )
 
     async def hits(self, request: SearchRequest) -> list[Hit]:
-        """The request's top ``k`` hits: plan → encode → retrieve → rerank → group.
+        """The request's top ``k`` hits: plan → encode → retrieve → rerank → group."""
+        return finish_hits(request, await self.ranked_pool(request), rerank=False)
+
+    async def ranked_pool(self, request: SearchRequest) -> list[Hit]:
+        """The candidate pool (deeper than ``k`` when reranking or grouping), reranked when the
+        request reranks: plan → encode → retrieve → rerank.
 
         Raises:
             ApiError: 400 for a plan or image the server cannot use, 409 when the database
@@ -182,7 +199,7 @@ class SearchService:
                 request, {k: v for k, v in vectors.items() if v is not None}
             )
             pool = await self.reranker.rerank.remote(query, pool)
-        return finish_hits(request, pool, rerank=False)
+        return pool
 
     async def warm_up(self) -> None:
         """One real query through the encoders and the retriever (models' lazy init, LanceDB

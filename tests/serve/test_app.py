@@ -183,6 +183,12 @@ def test_rerank_group_and_fusion_reach_the_search(server: Server) -> None:
             assert [h["chunk_id"] for h in hits] == [h["chunk_id"] for h in plain]
         if "group" in body:
             assert len({h["asset_id"] for h in hits}) == len(hits)
+            groups = response.json()["groups"]  # the refiner's evidence, per asset
+            assert [g["asset_id"] for g in groups] == [h["asset_id"] for h in hits]
+            for group in groups:
+                assert group["evidence"] and all(e["chunk_ids"] for e in group["evidence"])
+        else:
+            assert "groups" not in response.json()
     unknown = server.search({"query": "x", "weights": {"colour": 1}})
     assert unknown.status_code == 400 and "unknown list 'colour'" in _error(unknown)
 
