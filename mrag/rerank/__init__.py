@@ -43,6 +43,7 @@ from mrag.rerank.base import (
     RerankSettings,
     RoutedReranker,
     reorder_in_slots,
+    rerank_many,
 )
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ __all__ = [
     "RoutedReranker",
     "create_reranker",
     "reorder_in_slots",
+    "rerank_many",
     "reranker_from_settings",
 ]
 

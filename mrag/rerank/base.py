@@ -210,14 +210,39 @@ class RoutedReranker:
         self.name = "+".join(part.name for part, _ in self.parts) or "none"
 
     def rerank(self, query: RerankQuery, hits: Sequence[Hit]) -> list[Hit]:
-        out = list(hits)
+        return self.rerank_many([query], [hits])[0]
+
+    def rerank_many(
+        self, queries: Sequence[RerankQuery], pools: Sequence[Sequence[Hit]]
+    ) -> list[list[Hit]]:
+        """Each part reorders its slots of every pool, all pools in one call of the part."""
+        outs = [list(pool) for pool in pools]
         for part, modalities in self.parts:
-            slots = [i for i, hit in enumerate(out) if hit.modality in modalities]
-            if not slots:
+            slots = [[i for i, hit in enumerate(out) if hit.modality in modalities] for out in outs]
+            wanted = [n for n, pool_slots in enumerate(slots) if pool_slots]
+            if not wanted:
                 continue
-            reranked = part.rerank(query, [out[i] for i in slots])
-            if len(reranked) != len(slots):  # a bug in a part, not bad input
-                raise RuntimeError(f"reranker {part.name} returned {len(reranked)} of {len(slots)}")
-            for slot, hit in zip(slots, reranked, strict=True):
-                out[slot] = hit
-        return out
+            reranked = rerank_many(
+                part, [queries[n] for n in wanted], [[outs[n][i] for i in slots[n]] for n in wanted]
+            )
+            for n, pool in zip(wanted, reranked, strict=True):
+                if len(pool) != len(slots[n]):  # a bug in a part, not bad input
+                    raise RuntimeError(
+                        f"reranker {part.name} returned {len(pool)} of {len(slots[n])}"
+                    )
+                for slot, hit in zip(slots[n], pool, strict=True):
+                    outs[n][slot] = hit
+        return outs
+
+
+def rerank_many(
+    reranker: Reranker, queries: Sequence[RerankQuery], pools: Sequence[Sequence[Hit]]
+) -> list[list[Hit]]:
+    """Several queries' pools at once: through the reranker's own ``rerank_many`` when it has
+    one (a model scores every pair of every pool in shared batches), else one pool at a time."""
+    if len(queries) != len(pools):
+        raise ValueError(f"{len(queries)} queries for {len(pools)} pools")
+    many = getattr(reranker, "rerank_many", None)
+    if many is not None:
+        return many(queries, pools)
+    return [reranker.rerank(query, pool) for query, pool in zip(queries, pools, strict=True)]

@@ -92,19 +92,38 @@ class CrossEncoderReranker:
         self.tokenizer, self.model = load_cross_encoder(spec, weights, device, dtype, seed)
 
     def rerank(self, query: RerankQuery, hits: Sequence[Hit]) -> list[Hit]:
-        if not query.has_text:
-            return list(hits)  # an image query: nothing for a text model to compare
-        slots = [
-            i for i, hit in enumerate(hits)
-            if hit.modality in self.modalities and hit.text and hit.text.strip()
-        ]  # fmt: skip
-        if not slots:
-            return list(hits)
-        scores = self.score(query.text, [hits[i].text for i in slots])
-        return reorder_in_slots(hits, dict(zip(slots, scores.tolist(), strict=True)))
+        return self.rerank_many([query], [hits])[0]
+
+    def rerank_many(
+        self, queries: Sequence[RerankQuery], pools: Sequence[Sequence[Hit]]
+    ) -> list[list[Hit]]:
+        """Every scorable pair of every pool in shared, length-sorted batches (what the
+        Serve deployment's ``@serve.batch`` hands over: concurrent searches' pools)."""
+        pairs: list[tuple[int, int]] = []  # (pool, slot)
+        for n, (query, hits) in enumerate(zip(queries, pools, strict=True)):
+            if not query.has_text:
+                continue  # an image query: nothing for a text model to compare
+            pairs += [
+                (n, i) for i, hit in enumerate(hits)
+                if hit.modality in self.modalities and hit.text and hit.text.strip()
+            ]  # fmt: skip
+        scores = self.score_pairs(
+            [queries[n].text for n, _ in pairs], [pools[n][i].text for n, i in pairs]
+        )
+        by_pool: list[dict[int, float]] = [{} for _ in pools]
+        for (n, i), score in zip(pairs, scores.tolist(), strict=True):
+            by_pool[n][i] = score
+        return [
+            reorder_in_slots(hits, scored) if scored else list(hits)
+            for hits, scored in zip(pools, by_pool, strict=True)
+        ]
 
     def score(self, query: str, passages: Sequence[str]) -> np.ndarray:
         """Relevance of each passage to ``query``, (N,) float32, higher is better."""
+        return self.score_pairs([query] * len(passages), passages)
+
+    def score_pairs(self, queries: Sequence[str], passages: Sequence[str]) -> np.ndarray:
+        """Relevance of each (query, passage) pair, (N,) float32, higher is better."""
         import torch
 
         out = np.zeros(len(passages), dtype=np.float32)
@@ -114,7 +133,7 @@ class CrossEncoderReranker:
             for start in range(0, len(order), self.batch_size):
                 batch = order[start : start + self.batch_size]
                 encoded = self.tokenizer(
-                    [query] * len(batch),
+                    [queries[i] for i in batch],
                     [passages[i] for i in batch],
                     padding=True,
                     truncation="longest_first",

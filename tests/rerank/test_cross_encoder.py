@@ -53,6 +53,32 @@ def test_scores_do_not_depend_on_batching_or_length_sorting(reranker):
     np.testing.assert_allclose(reranker.score("q", passages), wide.score("q", passages), atol=1e-5)
 
 
+def test_several_pools_rerank_in_shared_batches_as_they_would_alone():
+    """What the Serve deployment's @serve.batch hands over: concurrent searches' pools."""
+    from mrag.rerank import RoutedReranker, rerank_many
+
+    reranker = CrossEncoderReranker(get_model_spec("tiny-cross-encoder-random"), batch_size=16)
+    queries = [
+        RerankQuery(text="what causes the seasons"),
+        RerankQuery(image=b"not used by a text model"),
+        RerankQuery(text="banana bread"),
+    ]
+    pools = [_pool(), _pool(), _pool()[2:]]
+    calls: list[int] = []
+    forward = reranker.model.forward
+    reranker.model.forward = lambda *a, **kw: calls.append(1) or forward(*a, **kw)
+    try:
+        together = rerank_many(reranker, queries, pools)
+    finally:
+        del reranker.model.forward
+    assert len(calls) == 1  # all 5 + 4 scorable pairs in one forward, not one per pool
+    alone = [reranker.rerank(q, p) for q, p in zip(queries, pools, strict=True)]
+    assert [ids(o) for o in together] == [ids(o) for o in alone]
+    assert ids(together[1]) == ids(pools[1])  # the image query: unchanged
+    routed = RoutedReranker(text=reranker)
+    assert [ids(o) for o in rerank_many(routed, queries, pools)] == [ids(o) for o in alone]
+
+
 def test_the_model_loads_once_per_process(reranker):
     again = create_reranker("tiny-cross-encoder-random")
     assert again.model is reranker.model

@@ -516,6 +516,10 @@ def test_concurrent_requests_all_succeed_and_share_batches(server: Server) -> No
     assert stats["max_batch_size"] == 8  # from config.serve, applied in the replica
     assert stats["batch_wait_timeout_s"] == pytest.approx(0.1)
     assert 2 <= stats["largest_batch"] <= 8, stats
+    # The reranker deployment reorders pools through its @serve.batch method.
+    reranker = serve.get_deployment_handle("Reranker", app_name="mrag")
+    rerank_stats = reranker.stats.remote().result(timeout_s=30)
+    assert rerank_stats["batches"] >= 1 and rerank_stats["largest_batch"] <= 8, rerank_stats
 
 
 @pytest.mark.integration
