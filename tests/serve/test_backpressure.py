@@ -1,7 +1,8 @@
-"""Overload: past its queue the application refuses with 503 at once instead of timing out.
+"""Overload, and a model generator on Serve: past its queue the application refuses with 503 at
+once instead of timing out; the Generator deployment streams a causal LM's tokens.
 
-Its own Serve start, with one slot and one queue place per deployment, so a burst of concurrent
-answers is certain to overflow it on any machine.
+Its own Serve start, with one slot and one queue place per deployment (so a burst of concurrent
+answers is certain to overflow it on any machine) and the seeded tiny causal LM as generator.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ def tight_server(ray_local, tmp_path_factory):
             "serve.port": _free_port(),
             "serve.max_ongoing_requests": 1,
             "serve.max_queued_requests": 1,
+            "generate.generator": "tiny-causal-lm-random",
+            "generate.max_new_tokens": 12,
         },
     )
     summary = run_ingest(config, [str(media)])
@@ -67,3 +70,23 @@ def test_a_burst_beyond_capacity_gets_503s_and_no_time_outs(tight_server: str) -
     # Once the burst is over the application serves again.
     with httpx.Client(base_url=tight_server, timeout=60) as client:
         assert client.post("/v1/answer", json=body).status_code == 200
+
+
+@pytest.mark.integration
+def test_the_generator_deployment_streams_a_models_tokens(tight_server: str) -> None:
+    from tests.serve.test_app import _sse_events
+
+    body = {"query": "when were the herons counted?", "k": 2, "stream": True}
+    with httpx.Client(base_url=tight_server, timeout=60) as client:
+        response = client.post("/v1/answer", json=body)
+    assert response.status_code == 200, response.text
+    events = _sse_events(response)
+    kinds = [kind for kind, _ in events]
+    assert kinds[0] == "hits" and kinds[-2:] == ["citations", "done"], kinds
+    deltas = [data["text"] for kind, data in events if kind == "delta"]
+    done = events[-1][1]
+    assert done["generator"] == "tiny-causal-lm-random"
+    assert len(deltas) >= 2 and "".join(deltas) == done["answer"]  # token by token
+    # Random weights write noise: whatever [n] it writes either maps to a hit or is dropped.
+    hit_ids = {hit["chunk_id"] for hit in events[0][1]["hits"]}
+    assert all(c["chunk_id"] in hit_ids for c in events[-2][1]["citations"])
