@@ -17,6 +17,7 @@ import binascii
 import functools
 import hashlib
 import json
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
@@ -334,6 +335,7 @@ class QueryEngine:
         self.retriever = Retriever.for_config(config)
         self._reranker: Reranker | None = None
         self._reranker_built = False
+        self._encoder_thread: ThreadPoolExecutor | None = None
 
     @property
     def reranker(self) -> Reranker | None:
@@ -417,9 +419,10 @@ class QueryEngine:
         self, request: SearchRequest, vectors: dict[str, np.ndarray] | None = None
     ) -> list[Hit]:
         """Searches for an already validated request (``vectors`` from :meth:`encode`, or
-        computed here)."""
+        computed here: a text query's text-encoder vector is computed while the lists that do
+        not need it, BM25 and CLIP's, already run)."""
         if vectors is None:
-            vectors = self.encode([request])[0]
+            vectors = self._encode_overlapped(request)
         pool = self.retriever.search(
             request.mode,
             k=candidate_depth(request, self.config),
@@ -431,9 +434,28 @@ class QueryEngine:
             fusion=request.fusion,
             weights=request.weights,
         )
+        vectors = {k: v.result() if isinstance(v, Future) else v for k, v in vectors.items()}
         rerank = wants_rerank(request, self.config)
         reranker = self.reranker if rerank else None
         return finish_hits(request, pool, reranker, vectors, rerank=rerank)
+
+    def _encode_overlapped(self, request: SearchRequest) -> dict[str, Any]:
+        """Query vectors, the text encoder's as a Future (it is the slow one: ~6 ms of MiniLM
+        on 2 cores against ~0.5 ms of the CLIP text tower)."""
+        if request.query is None:
+            return self.encode([request])[0]
+        spaces = self.retriever.plan(**_plan_args(request)).spaces
+        vectors: dict[str, Any] = {}
+        if "text_vec" in spaces:
+            if self._encoder_thread is None:
+                self._encoder_thread = ThreadPoolExecutor(1, thread_name_prefix="mrag-encode")
+            query = request.query
+            vectors["text_vec"] = self._encoder_thread.submit(
+                lambda: self.text.embed_queries([query])[0]
+            )
+        if "clip" in spaces:
+            vectors["clip"] = self.clip.embed_texts([request.query])[0]
+        return vectors
 
 
 def _plan_args(request: SearchRequest) -> dict[str, Any]:

@@ -84,9 +84,14 @@ def build_indices(
     else:
         table.create_fts_index("text", replace=True, with_position=True)
         report.fts = "created"
-    if "context" in table.schema.names and ("context",) not in by_column:
+    if (
+        "context" in table.schema.names
+        and ("context",) not in by_column
+        and table.count_rows("context IS NOT NULL AND context != ''") > 0
+    ):
         # Titles and section headings: a question naming a section's topic (retrieval's
-        # fts_context_boost weighs it). No positions: phrase queries run on the text.
+        # fts_context_boost weighs it). No positions: phrase queries run on the text. Not
+        # while no row has one (PDF pages, images): each full-text query would pay for it.
         table.create_fts_index("context", replace=True, with_position=False)
         report.fts += " (+ context)"
     for column, index_type in SCALAR_INDICES.items():

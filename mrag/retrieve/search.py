@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
@@ -488,7 +488,8 @@ class Retriever:
         A text query (``text`` given) is planned over the text lists, an image query (only
         ``clip_vector``) over the image lists; lists whose vector was not passed are skipped.
         Each list is retrieved ``retrieval.list_depth`` deep (at least ``k``), so fusion can
-        promote hits that rank well in several lists.
+        promote hits that rank well in several lists. A vector may be a ``Future`` still being
+        computed: lists that do not need it (BM25, the other space) run meanwhile.
         """
         query_kind = "text" if text is not None else "image"
         plan = self.plan(
@@ -516,11 +517,18 @@ class Retriever:
             if item.space == "bm25":
                 return self._fts_list(state, item, text, depth, filters, include_thumbnail)
             vector = vectors[item.space]
+            if isinstance(vector, Future):
+                vector = vector.result()
             return self._vector_list(state, item, vector, depth, filters, include_thumbnail)
 
         if len(runnable) == 1:
             return retrieve(runnable[0])[:k]
-        results = list(self._pool().map(retrieve, runnable))
+        # Lists whose vector is ready (or that need none) start first, so none waits on a
+        # Future while holding a thread another list could use; results keep the plan's order.
+        pool = self._pool()
+        order = sorted(runnable, key=lambda item: isinstance(vectors.get(item.space), Future))
+        started = {item.name: pool.submit(retrieve, item) for item in order}
+        results = [started[item.name].result() for item in runnable]
         ranked = [
             RankedList(hits, weight=item.weight, random_init=item.random_init)
             for item, hits in zip(runnable, results, strict=True)
