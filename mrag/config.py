@@ -269,6 +269,9 @@ class ServeConfig(_ConfigModel):
     reranker_replicas: Int = Field(1, gt=0)
     reranker_num_cpus: Resource = 0.25
     reranker_num_gpus: Resource = 0.0
+    # The retriever deployment: the ranked lists over LanceDB (I/O and the index's CPU).
+    retriever_replicas: Int = Field(1, gt=0)
+    retriever_num_cpus: Resource = 0.25
     # The generator deployment (``/v1/answer``): a local LM wants the GPU most of all.
     generator_replicas: Int = Field(1, gt=0)
     generator_num_cpus: Resource = 0.25
@@ -277,6 +280,10 @@ class ServeConfig(_ConfigModel):
     # Requests a deployment holds waiting for a slot beyond max_ongoing_requests; past that it
     # answers 503 at once, so an overloaded app refuses quickly instead of timing out. -1: no cap.
     max_queued_requests: Int = Field(64, ge=-1)
+    # Answers one ingress replica works on at once (each holds the generator for a while);
+    # past it /v1/answer is refused with 503 before any work, instead of queueing into
+    # time-outs. Size it to the generators' throughput times the wait a client accepts.
+    max_answers_in_flight: Int = Field(16, gt=0)
 
 
 #: Chunk modalities as the ``chunks`` table writes them (``mrag.retrieve.search`` filters on them).

@@ -40,9 +40,24 @@ class AnswerService:
     (anything whose ``options(stream=True).answer.remote(question, evidence)`` is an async
     iterator of the :class:`~mrag.serve.generator.GeneratorDeployment`'s events)."""
 
-    def __init__(self, search: SearchService, generator: Any) -> None:
+    def __init__(self, search: SearchService, generator: Any, *, max_in_flight: int = 16) -> None:
         self.search = search
         self.generator = generator
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+
+    def _admit(self) -> None:
+        """Refuses at once (503) past ``max_in_flight`` answers in this replica: an answer holds
+        the generator for up to seconds, so admitting more only queues them into time-outs."""
+        from mrag.serve.ingress import ApiError
+
+        if self.in_flight >= self.max_in_flight:
+            raise ApiError(
+                503,
+                f"too many answers in progress ({self.in_flight}, serve.max_answers_in_flight); "
+                "retry later",
+            )
+        self.in_flight += 1
 
     async def _prepare(self, request: AnswerRequest) -> tuple[list[dict[str, Any]], Any]:
         hits = await self.search.hits(evidence_search(request))
@@ -59,12 +74,16 @@ class AnswerService:
     async def answer(self, request: AnswerRequest) -> AnswerResponse:
         """The whole answer as one JSON object."""
         started = time.perf_counter()
-        hits, stream = await self._prepare(request)
-        async for event in stream:
-            if event["type"] == "error":
-                raise GeneratorFailed(event["error"])
-            if event["type"] == "done":
-                result = event["answer"]
+        self._admit()
+        try:
+            hits, stream = await self._prepare(request)
+            async for event in stream:
+                if event["type"] == "error":
+                    raise GeneratorFailed(event["error"])
+                if event["type"] == "done":
+                    result = event["answer"]
+        finally:
+            self.in_flight -= 1
         return AnswerResponse(
             answer=result["answer"],
             citations=[with_chunk_id(c) for c in result["citations"]],
@@ -77,11 +96,16 @@ class AnswerService:
     async def events(self, request: AnswerRequest) -> AsyncIterator[bytes]:
         """Searches now (so its errors are HTTP errors), then returns the SSE byte stream."""
         started = time.perf_counter()
-        hits, stream = await self._prepare(request)
+        self._admit()
+        try:
+            hits, stream = await self._prepare(request)
+        except BaseException:
+            self.in_flight -= 1
+            raise
 
         async def sse() -> AsyncIterator[bytes]:
-            yield _event("hits", {"hits": hits})
             try:
+                yield _event("hits", {"hits": hits})
                 async for event in stream:
                     kind = event["type"]
                     if kind == "delta":
@@ -105,6 +129,8 @@ class AnswerService:
             except Exception as exc:  # noqa: BLE001 - the status line is sent: say it in-band
                 log.exception("answer stream failed")
                 yield _event("error", {"error": _stream_error(exc)})
+            finally:
+                self.in_flight -= 1
 
         return sse()
 

@@ -14,6 +14,7 @@ from mrag.serve.encoder import QueryEncoder
 from mrag.serve.generator import GeneratorDeployment
 from mrag.serve.ingress import SearchIngress
 from mrag.serve.reranker import RerankerDeployment
+from mrag.serve.retriever import RetrieverDeployment
 
 if TYPE_CHECKING:
     from ray import serve
@@ -30,9 +31,10 @@ _INGRESS_NUM_CPUS = 0.25  # parsing, base64, LanceDB calls: I/O bound; decoding 
 
 
 def build_app(config: MragConfig, *, api_token: str | None = None) -> serve.Application:
-    """The query encoder, the reranker (when one is configured), the generator and the ingress,
-    bound into one application; each deployment has its own replicas, resources and queue
-    (``serve.max_queued_requests``: past it a call is refused with 503 at once).
+    """The query encoder, the retriever, the reranker (when one is configured), the generator
+    and the ingress, bound into one application; each deployment has its own replicas,
+    resources and queue (``serve.max_queued_requests``: past it a call is refused with 503 at
+    once).
 
     Args:
         config: the whole config; shipped to each replica, which builds its own model and store.
@@ -62,6 +64,11 @@ def build_app(config: MragConfig, *, api_token: str | None = None) -> serve.Appl
                 "num_gpus": serve_config.reranker_num_gpus,
             },
         ).bind(config)
+    searcher = RetrieverDeployment.options(
+        num_replicas=serve_config.retriever_replicas,
+        **queue,
+        ray_actor_options={"num_cpus": serve_config.retriever_num_cpus},
+    ).bind(config)
     generator = GeneratorDeployment.options(
         num_replicas=serve_config.generator_replicas,
         **queue,
@@ -73,7 +80,7 @@ def build_app(config: MragConfig, *, api_token: str | None = None) -> serve.Appl
     return SearchIngress.options(
         **queue,
         ray_actor_options={"num_cpus": _INGRESS_NUM_CPUS},
-    ).bind(config, encoder, token, reranker, generator)
+    ).bind(config, encoder, token, reranker, generator, searcher)
 
 
 def app_builder(args: dict[str, str]) -> serve.Application:

@@ -103,7 +103,8 @@ class SearchService:
             whose ``encode_text``, ``encode_query``, ``encode_image`` (and
             ``encode_text_spaces``: both text vectors) have a ``.remote(...)`` returning an
             awaitable vector.
-        retriever: searches the database; called in a worker thread (LanceDB calls block).
+        retriever: plans each query (which encoders to call); searches the database itself, in a
+            worker thread (LanceDB calls block), when there is no ``searcher``.
         reranker: the :class:`~mrag.serve.reranker.RerankerDeployment`'s handle (anything
             whose ``rerank.remote(query, hits)`` is awaitable), used when a search reranks;
             ``None``: no reranking.
@@ -115,11 +116,13 @@ class SearchService:
         encoder: Any,
         retriever: Retriever,
         reranker: Any = None,
+        searcher: Any = None,
     ) -> None:
         self.config = config
         self.encoder = encoder
         self.retriever = retriever
         self.reranker = reranker
+        self.searcher = searcher
 
     async def search(self, request: SearchRequest) -> SearchResponse:
         started = time.perf_counter()
@@ -176,19 +179,21 @@ class SearchService:
             clip_vector = await self.encoder.encode_text.remote(request.query)
         elif "text_vec" in plan.spaces:
             text_vector = await self.encoder.encode_query.remote(request.query)
+        arguments = {
+            "k": candidate_depth(request, self.config),
+            "text": request.query,
+            "clip_vector": _as_vector(clip_vector),
+            "text_vector": _as_vector(text_vector),
+            "filters": request.filters,
+            "include_thumbnail": request.include_thumbnail,
+            "fusion": request.fusion,
+            "weights": request.weights,
+        }
         try:
-            pool = await asyncio.to_thread(
-                self.retriever.search,
-                request.mode,
-                k=candidate_depth(request, self.config),
-                text=request.query,
-                clip_vector=_as_vector(clip_vector),
-                text_vector=_as_vector(text_vector),
-                filters=request.filters,
-                include_thumbnail=request.include_thumbnail,
-                fusion=request.fusion,
-                weights=request.weights,
-            )
+            if self.searcher is not None:
+                pool = await self.searcher.search.remote(request.mode, arguments)
+            else:
+                pool = await asyncio.to_thread(self.retriever.search, request.mode, **arguments)
         except MragError as exc:  # e.g. full-text search before any index exists
             raise ApiError(409, str(exc)) from None
         if self.reranker is not None and wants_rerank(request, self.config) and len(pool) > 1:
@@ -473,6 +478,8 @@ class SearchIngress:
         reranker: handle to the :class:`~mrag.serve.reranker.RerankerDeployment`, or ``None``.
         generator: handle to the :class:`~mrag.serve.generator.GeneratorDeployment`; ``None``:
             no ``/v1/answer``.
+        searcher: handle to the :class:`~mrag.serve.retriever.RetrieverDeployment`; ``None``:
+            this replica searches the database itself.
     """
 
     async def __init__(
@@ -482,6 +489,7 @@ class SearchIngress:
         api_token: str | None = None,
         reranker: Any = None,
         generator: Any = None,
+        searcher: Any = None,
     ) -> None:
         from mrag.ray_runtime import bind_serve_replica_to_node_address
 
@@ -489,8 +497,12 @@ class SearchIngress:
 
         retriever = Retriever.for_config(config)
         _check_vector_width(retriever, get_model_spec(config.clip_model).embed_dim)
-        self.service = SearchService(config, encoder, retriever, reranker)
-        self.answers = None if generator is None else AnswerService(self.service, generator)
+        self.service = SearchService(config, encoder, retriever, reranker, searcher)
+        self.answers = None
+        if generator is not None:
+            self.answers = AnswerService(
+                self.service, generator, max_in_flight=config.serve.max_answers_in_flight
+            )
         self._api_token = api_token or None
         # Serve reports the replica healthy only once __init__ returns: warm up first
         # (the first search after /healthz turned green took 4.5 s instead of 57 ms).

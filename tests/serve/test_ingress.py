@@ -163,3 +163,59 @@ def test_openapi_publishes_the_search_request_and_no_422(client: TestClient) -> 
     assert operation["responses"]["400"]["content"]["application/json"]["schema"] == error_ref
     assert operation["security"] == [{"HTTPBearer": []}]
     assert client.get("/docs").status_code == 200
+
+
+class _HeldGenerator:
+    """The generator deployment's streaming handle, holding each answer until released."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.release = threading.Event()
+        self.started = threading.Event()
+
+    def options(self, stream: bool) -> _HeldGenerator:
+        return self
+
+    @property
+    def answer(self) -> _HeldGenerator:
+        return self
+
+    def remote(self, question: str, evidence: list) -> Any:
+        import asyncio
+
+        async def events():
+            self.started.set()
+            await asyncio.to_thread(self.release.wait, 30)
+            answer = {"answer": "Notes [1].", "dropped_citations": 0, "generator": "held"}
+            citation = {"n": 1, "chunk_ids": ["c1"], "asset_id": "a1", "uri": "/notes.txt",
+                        "modality": "text"}  # fmt: skip
+            yield {"type": "done", "answer": {**answer, "citations": [citation]}}
+
+        return events()
+
+
+def test_answers_past_the_in_flight_limit_are_refused_at_once(retriever) -> None:
+    import threading
+
+    from mrag.serve.answer import AnswerService
+
+    config = load_config(profile="offline", overrides={"serve.max_answers_in_flight": 1})
+    service = SearchService(config, FakeEncoder(), retriever)
+    generator = _HeldGenerator()
+    app = create_api(service, answers=AnswerService(service, generator, max_in_flight=1))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        first: dict[str, Any] = {}
+        worker = threading.Thread(
+            target=lambda: first.update(r=client.post("/v1/answer", json={"query": "notes"}))
+        )
+        worker.start()
+        assert generator.started.wait(30)
+        refused = client.post("/v1/answer", json={"query": "notes", "stream": True})
+        assert refused.status_code == 503 and "too many answers" in _error(refused)
+        generator.release.set()
+        worker.join(30)
+        assert first["r"].status_code == 200, first["r"].text
+        assert first["r"].json()["citations"][0]["chunk_id"] == "c1"
+        # The slot is free again.
+        assert client.post("/v1/answer", json={"query": "notes"}).status_code == 200
