@@ -269,8 +269,10 @@ class ServeConfig(_ConfigModel):
     reranker_replicas: Int = Field(1, gt=0)
     reranker_num_cpus: Resource = 0.25
     reranker_num_gpus: Resource = 0.0
-    # The retriever deployment: the ranked lists over LanceDB (I/O and the index's CPU).
-    retriever_replicas: Int = Field(1, gt=0)
+    # The retriever deployment: the ranked lists over LanceDB (I/O and the index's CPU). 0: no
+    # such deployment, each ingress replica searches itself (one hop fewer per search: on a
+    # single small node that is faster; on a cluster the deployment scales apart).
+    retriever_replicas: Int = Field(1, ge=0)
     retriever_num_cpus: Resource = 0.25
     # The generator deployment (``/v1/answer``): a local LM wants the GPU most of all.
     generator_replicas: Int = Field(1, gt=0)

@@ -64,11 +64,13 @@ def build_app(config: MragConfig, *, api_token: str | None = None) -> serve.Appl
                 "num_gpus": serve_config.reranker_num_gpus,
             },
         ).bind(config)
-    searcher = RetrieverDeployment.options(
-        num_replicas=serve_config.retriever_replicas,
-        **queue,
-        ray_actor_options={"num_cpus": serve_config.retriever_num_cpus},
-    ).bind(config)
+    searcher = None
+    if serve_config.retriever_replicas > 0:
+        searcher = RetrieverDeployment.options(
+            num_replicas=serve_config.retriever_replicas,
+            **queue,
+            ray_actor_options={"num_cpus": serve_config.retriever_num_cpus},
+        ).bind(config)
     generator = GeneratorDeployment.options(
         num_replicas=serve_config.generator_replicas,
         **queue,

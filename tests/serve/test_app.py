@@ -603,3 +603,17 @@ def test_app_builder_takes_serve_run_arguments() -> None:
     )
     with pytest.raises(ConfigError, match="unknown argument 'colour'"):
         call(builder, {"colour": "red"})
+
+
+def test_the_retriever_deployment_can_be_folded_into_the_ingress() -> None:
+    from ray.serve._private.build_app import build_app as serve_build_app
+
+    from mrag.serve.builder import build_app
+
+    def deployments(**overrides: object) -> list[str]:
+        config = load_config(profile="offline", overrides={"db_uri": "/nonexistent", **overrides})
+        built = serve_build_app(build_app(config), name="mrag")
+        return sorted(d.name for d in built.deployments)
+
+    assert deployments() == ["Generator", "QueryEncoder", "Reranker", "Retriever", "SearchIngress"]
+    assert "Retriever" not in deployments(**{"serve.retriever_replicas": 0})
