@@ -18,9 +18,9 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import Field, Strict, create_model
+from pydantic import Field, Strict
 
-from mrag.query import SearchRequest
+from mrag.query import SearchRequest, bounded_request_model
 from mrag.retrieve.search import explain
 
 if TYPE_CHECKING:
@@ -54,19 +54,8 @@ class AnswerRequest(SearchRequest):
 def answer_request_model(max_k: int, default_k: int) -> type[AnswerRequest]:
     """:class:`AnswerRequest` with ``k`` bounded by ``serve.max_k`` and defaulting to
     ``generate.k`` (as :func:`mrag.query.search_request_model` does for searches)."""
-    k_type = Annotated[
-        int, Strict(), Field(ge=1, le=max_k), explain(f"k must be an integer from 1 to {max_k}")
-    ]
-    default = Field(
-        min(default_k, max_k),
-        description=f"How many hits to retrieve as evidence, best first (1 to {max_k}).",
-    )
-    return create_model(
-        "AnswerRequest",
-        __base__=AnswerRequest,
-        __module__=__name__,
-        __doc__=AnswerRequest.__doc__,
-        k=(k_type, default),
+    return bounded_request_model(
+        AnswerRequest, max_k, default_k, "How many hits to retrieve as evidence"
     )
 
 

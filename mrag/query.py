@@ -183,17 +183,22 @@ def search_request_model(max_k: int) -> type[SearchRequest]:
     A subclass per limit rather than a check after validation, so the published schema states
     the real bound (``maximum``) and the error for ``k`` says it.
     """
+    return bounded_request_model(SearchRequest, max_k, DEFAULT_K, "How many hits to return")
+
+
+def bounded_request_model(
+    base: type[SearchRequest], max_k: int, default_k: int, k_means: str
+) -> type[SearchRequest]:
+    """``base`` with ``k`` from 1 to ``max_k``, defaulting to ``default_k`` (or ``max_k``)."""
     k_type = Annotated[
         int, Strict(), Field(ge=1, le=max_k), explain(f"k must be an integer from 1 to {max_k}")
     ]
-    default = Field(
-        min(DEFAULT_K, max_k), description=f"How many hits to return, best first (1 to {max_k})."
-    )
+    default = Field(min(default_k, max_k), description=f"{k_means}, best first (1 to {max_k}).")
     return create_model(
-        "SearchRequest",
-        __base__=SearchRequest,
-        __module__=__name__,
-        __doc__=SearchRequest.__doc__,
+        base.__name__,
+        __base__=base,
+        __module__=base.__module__,
+        __doc__=base.__doc__,
         k=(k_type, default),
     )
 
