@@ -11,10 +11,9 @@ vector indices, as ``mrag index`` builds them). Then, per size, p50/p99 of in-pr
 127.0.0.1 with the mrag application and a trivial FastAPI deployment, and measures
 ``/v1/search`` (hybrid) and the trivial round trip over the same proxy. For the smallest size
 it serves ``/v1/answer`` (the extractive generator): p50/p99 of the JSON answer, the time to the
-first byte of a streamed one, and a burst of ``--burst`` concurrent answers, more than the
-application's slots and queues hold (``serve.max_ongoing_requests`` +
-``serve.max_queued_requests``): how many were answered, refused with 503 (and within 100 ms),
-or timed out (the client waits 30 s). Last line::
+first byte of a streamed one, and a burst of ``--burst`` concurrent answers (default four times
+the ``serve.max_answers_in_flight`` the ingress admits at once): how many were answered,
+refused with 503 (and within 100 ms), or timed out (the client waits 30 s). Last line::
 
     serve_overhead_ms_p50=<HTTP p50 - in-process hybrid p50 - trivial round trip p50>
 
@@ -160,24 +159,12 @@ def over_http(config, n_queries: int) -> tuple[tuple[float, float], tuple[float,
     """(/v1/search hybrid p50/p99, trivial deployment round trip p50/p99, in-process hybrid
     p50 measured right after, with the replicas up), ms."""
     import httpx
-    from fastapi import FastAPI
     from ray import serve
 
     from mrag.serve.app import run_server
 
     url = run_server(config, blocking=False)
-    trivial_api = FastAPI()
-
-    @trivial_api.post("/")
-    async def echo() -> dict:
-        return {"hits": []}
-
-    @serve.deployment(name="Trivial", ray_actor_options={"num_cpus": 0.1})
-    @serve.ingress(trivial_api)
-    class Trivial:
-        pass
-
-    serve.run(Trivial.bind(), name="trivial", route_prefix="/trivial")
+    deploy_trivial()
     try:
         with httpx.Client(base_url=url, timeout=60) as client:
 
@@ -206,9 +193,62 @@ def over_http(config, n_queries: int) -> tuple[tuple[float, float], tuple[float,
     return http, round_trip, in_process_p50
 
 
+def burst_of(url: str, path: str, burst: int) -> list[tuple[str, float]]:
+    """``burst`` concurrent POSTs (one connection each): (status or "timeout", seconds) each."""
+    import asyncio
+
+    import httpx
+
+    async def one(client: httpx.AsyncClient, i: int) -> tuple[str, float]:
+        started = time.perf_counter()
+        try:
+            response = await client.post(path, json={"query": QUERIES[i % len(QUERIES)]})
+            outcome = str(response.status_code)
+        except httpx.TimeoutException:
+            outcome = "timeout"
+        return outcome, time.perf_counter() - started
+
+    async def storm() -> list[tuple[str, float]]:
+        limits = httpx.Limits(max_connections=burst, max_keepalive_connections=burst)
+        async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+            return await asyncio.gather(*(one(client, i) for i in range(burst)))
+
+    return asyncio.run(storm())
+
+
+def deploy_trivial() -> None:
+    """A FastAPI deployment that answers at once, at ``/trivial/`` on the running Serve."""
+    from fastapi import FastAPI
+    from ray import serve
+
+    trivial_api = FastAPI()
+
+    @trivial_api.post("/")
+    async def echo() -> dict:
+        return {"hits": []}
+
+    @serve.deployment(name="Trivial", ray_actor_options={"num_cpus": 0.1})
+    @serve.ingress(trivial_api)
+    class Trivial:
+        pass
+
+    serve.run(Trivial.bind(), name="trivial", route_prefix="/trivial")
+
+
+def trivial_under_burst(url: str, burst: int) -> float:
+    """p50 ms of the trivial deployment under the same burst, through the same proxy."""
+    from ray import serve
+
+    deploy_trivial()
+    try:
+        outcomes = burst_of(url, "/trivial/", burst)
+    finally:
+        serve.delete("trivial")
+    return float(np.percentile([took for _, took in outcomes], 50)) * 1000
+
+
 def answers_over_http(config, n_queries: int, burst: int) -> None:
     """Prints /v1/answer p50/p99, time to first streamed byte, and the burst's outcome."""
-    import asyncio
 
     import httpx
     from ray import serve
@@ -243,21 +283,8 @@ def answers_over_http(config, n_queries: int, burst: int) -> None:
             f"p99 {ttfb_p99:.2f} ms, whole stream p50 {stream_p50:.2f} ms"
         )
 
-        async def one(client: httpx.AsyncClient, i: int) -> tuple[str, float]:
-            started = time.perf_counter()
-            try:
-                response = await client.post("/v1/answer", json={"query": QUERIES[i % 14]})
-                outcome = str(response.status_code)
-            except httpx.TimeoutException:
-                outcome = "timeout"
-            return outcome, time.perf_counter() - started
-
-        async def storm() -> list[tuple[str, float]]:
-            limits = httpx.Limits(max_connections=burst, max_keepalive_connections=burst)
-            async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
-                return await asyncio.gather(*(one(client, i) for i in range(burst)))
-
-        outcomes = asyncio.run(storm())
+        outcomes = burst_of(url, "/v1/answer", burst)
+        floor = trivial_under_burst(url, burst)
         refused = [took for outcome, took in outcomes if outcome == "503"]
         quick = sum(took <= 0.1 for took in refused)
         kinds = sorted({outcome for outcome, _ in outcomes})
@@ -267,7 +294,8 @@ def answers_over_http(config, n_queries: int, burst: int) -> None:
             f"  burst of {burst} concurrent /v1/answer (admitted at once per ingress: "
             f"{config.serve.max_answers_in_flight}): {counts}; 503 within 100 ms: "
             f"{quick}/{len(refused)} (share of the burst {quick / burst:.2f}; 503 p50 "
-            f"{refused_p50:.0f} ms); timed out: {counts.get('timeout', 0)}"
+            f"{refused_p50:.0f} ms); timed out: {counts.get('timeout', 0)}; the same burst "
+            f"on a trivial deployment: p50 {floor:.0f} ms (the proxy's own floor)"
         )
     finally:
         serve.shutdown()
@@ -278,7 +306,10 @@ def main() -> int:
     parser.add_argument("--sizes", default="10000,100000")
     parser.add_argument("--queries", type=int, default=200, help="timed calls per mode")
     parser.add_argument("--no-http", action="store_true")
-    parser.add_argument("--burst", type=int, default=400, help="concurrent answers in the burst")
+    parser.add_argument(
+        "--burst", type=int, default=0,
+        help="concurrent answers in the burst (0: four times serve.max_answers_in_flight)",
+    )  # fmt: skip
     parser.add_argument("--vector-min-rows", type=int, default=50_000)
     parser.add_argument(
         "--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="config override"
@@ -321,7 +352,8 @@ def main() -> int:
         config.serve.port = sock.getsockname()[1]
     init_ray(num_cpus=os.cpu_count() or 2)
     configs[0].serve.port = config.serve.port
-    answers_over_http(configs[0], args.queries, args.burst)
+    burst = args.burst or 4 * configs[0].serve.max_answers_in_flight
+    answers_over_http(configs[0], args.queries, burst)
     (http_p50, http_p99), (trip_p50, trip_p99), hybrid_p50 = over_http(config, args.queries)
     print(
         f"{sizes[-1]} chunks over HTTP: /v1/search hybrid p50 {http_p50:.2f} ms"

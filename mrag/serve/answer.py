@@ -52,12 +52,14 @@ class AnswerService:
         from mrag.serve.ingress import ApiError
 
         if self.in_flight >= self.max_in_flight:
-            raise ApiError(
-                503,
-                f"too many answers in progress ({self.in_flight}, serve.max_answers_in_flight); "
-                "retry later",
-            )
+            raise ApiError(503, self.refusal())
         self.in_flight += 1
+
+    def refusal(self) -> str:
+        return (
+            f"too many answers in progress ({self.in_flight}, serve.max_answers_in_flight); "
+            "retry later"
+        )
 
     async def _prepare(self, request: AnswerRequest) -> tuple[list[dict[str, Any]], Any]:
         hits = await self.search.hits(evidence_search(request))

@@ -299,6 +299,26 @@ class RequestGate:
                 return b"".join(parts)
 
 
+class AnswerAdmission:
+    """503 for ``POST /v1/answer`` while this replica's answers are at their limit, before the
+    request's body is read or anything else runs: under a burst, a refusal costs the least
+    work the server can do. (:meth:`AnswerService._admit` still counts the admitted ones.)"""
+
+    def __init__(self, app: ASGIApp, *, answers: AnswerService) -> None:
+        self.app = app
+        self.answers = answers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and self.answers.in_flight >= self.answers.max_in_flight
+            and _route_path(scope) == "/v1/answer"
+        ):
+            await ApiError(503, self.answers.refusal()).response()(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def _route_path(scope: Scope) -> str:
     """The path below the application's route prefix (Serve's ``root_path``)."""
     path, root = scope["path"], scope.get("root_path", "")
@@ -379,6 +399,8 @@ def create_api(
         ),
     )
     app.add_middleware(RequestGate, api_token=api_token, max_body_bytes=config.serve.max_body_bytes)
+    if answers is not None:  # added last: runs first, before the body is even read
+        app.add_middleware(AnswerAdmission, answers=answers)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
