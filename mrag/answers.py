@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from mrag.config import MragConfig
-    from mrag.generate import Answer, Generator, GeneratorSettings
+    from mrag.generate import Answer, Generator
     from mrag.query import QueryEngine
     from mrag.refine import Evidence, RefineSettings
     from mrag.retrieve.search import Hit
@@ -70,26 +70,6 @@ def evidence_search(request: SearchRequest) -> SearchRequest:
     return request.model_copy(update={"include_thumbnail": True})
 
 
-def generator_settings(config: MragConfig, *, device: str = "cpu") -> GeneratorSettings:
-    """The ``generate`` section as the generators (and an ``openai`` reranker) take it."""
-    from mrag.generate import GeneratorSettings
-
-    section = config.generate
-    return GeneratorSettings(
-        model=section.model,
-        weights=section.weights,
-        device=device,
-        dtype=config.ingest.dtype,
-        max_new_tokens=section.max_new_tokens,
-        temperature=section.temperature,
-        base_url=section.base_url,
-        accepts_images=section.accepts_images,
-        timeout_s=section.timeout_s,
-        max_sentences=section.max_sentences,
-        seed=config.seed,
-    )
-
-
 def generator_from_config(
     config: MragConfig,
     *,
@@ -99,8 +79,9 @@ def generator_from_config(
     """The ``generate`` section's generator; ``embed`` is the extractive one's sentence encoder
     (the caller's loaded text encoder; the packaged MiniLM when ``None``)."""
     from mrag.generate import create_generator
+    from mrag.generate.factory import settings_from_config
 
-    settings = generator_settings(config, device=device)
+    settings = settings_from_config(config, device=device)
     return create_generator(config.generate.generator, settings, embed=embed)
 
 
@@ -115,8 +96,8 @@ def condense_evidence(
     mode = config.generate.condense
     if mode == "none" or not evidence:
         return evidence
+    from mrag.generate.condense import condense
     from mrag.generate.extractive import ExtractiveGenerator
-    from mrag.refine import condense
 
     if mode == "extractive":
         extractive = generator if isinstance(generator, ExtractiveGenerator) else None

@@ -252,7 +252,7 @@ def build_reranker(
     """The configured reranker (``rerank.text`` for text hits, ``rerank.visual`` for images and
     pages), or ``None`` when both are ``none``. Stored vectors come from the retriever's current
     table version."""
-    from mrag.answers import generator_settings
+    from mrag.generate.factory import settings_from_config
     from mrag.rerank import RerankSettings, reranker_from_settings
     from mrag.rerank.vectors import lance_column_fetcher, lance_vector_fetcher
 
@@ -279,7 +279,7 @@ def build_reranker(
         settings,
         clip_embedder=clip,
         vectors=stored_vectors,
-        endpoint=generator_settings(config),  # an `openai` reranker uses the answers' endpoint
+        endpoint=settings_from_config(config),  # an `openai` reranker: the answers' endpoint
         thumbnails=thumbnails,
     )
 

@@ -7,7 +7,8 @@ import pytest
 
 from mrag.chunk import approximate_tokens, chunk_text
 from mrag.errors import ConfigError
-from mrag.refine import CondenseSettings, Evidence, RefineSettings, condense, group_by_asset, refine
+from mrag.generate.condense import CondenseSettings, condense
+from mrag.refine import Evidence, RefineSettings, group_by_asset, refine
 from mrag.retrieve.search import Hit
 
 DOCUMENT = " ".join(
@@ -334,7 +335,7 @@ def test_condense_bad_input():
     assert condense("q?", [], _Quoter()) == []
     with pytest.raises(ValueError, match="question is empty"):
         condense("  ", _items(), _Quoter())
-    with pytest.raises(ConfigError, match="refine.condense.max_sentences must be an integer"):
+    with pytest.raises(ConfigError, match="condense.max_sentences must be an integer"):
         CondenseSettings(max_sentences=0)
     no_text = Evidence(1, ("x",), "x", "/x.txt", "text", 1.0, text=None)
     assert condense("q?", [no_text], _Quoter()) == [no_text]

@@ -136,7 +136,8 @@ class ExtractiveGenerator:
         self, question: str, sentences: Sequence[str]
     ) -> tuple[np.ndarray, np.ndarray]:
         """(unit sentence vectors (N, D), their cosines to ``question`` (N,)) under the encoder;
-        the condensing refiner (:func:`mrag.refine.condense`) scores sentences with this too."""
+        the condensing step (:func:`mrag.generate.condense.condense`) scores sentences with
+        this too."""
         vectors = _unit(np.asarray(self.embed(list(sentences)), dtype=np.float32))
         query = _unit(np.asarray(self.embed_query([question]), dtype=np.float32))[0]
         return vectors, vectors @ query

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
     import numpy as np
 
+    from mrag.config import MragConfig
     from mrag.generate.base import Generator
 
 #: Generator kinds that are not model names.
@@ -68,6 +69,24 @@ class GeneratorSettings:
         for name, value, ok, allowed in checks:
             if not ok:
                 raise ConfigError(f"generator.{name} must be {allowed}, got {value!r}")
+
+
+def settings_from_config(config: MragConfig, *, device: str = "cpu") -> GeneratorSettings:
+    """The ``generate`` section as the generators (and an ``openai`` reranker) take it."""
+    section = config.generate
+    return GeneratorSettings(
+        model=section.model,
+        weights=section.weights,
+        device=device,
+        dtype=config.ingest.dtype,
+        max_new_tokens=section.max_new_tokens,
+        temperature=section.temperature,
+        base_url=section.base_url,
+        accepts_images=section.accepts_images,
+        timeout_s=section.timeout_s,
+        max_sentences=section.max_sentences,
+        seed=config.seed,
+    )
 
 
 def list_generators() -> list[str]:

@@ -27,7 +27,7 @@ Four steps, in this order, each on the output of the one before:
 
 Evidence items are numbered ``n`` = 1, 2, … in rank order, for ``[n]`` citations.
 
-Optionally, :func:`condense` (:mod:`mrag.refine.condense`) then cuts each long text item down to
+Optionally, :func:`mrag.generate.condense.condense` then cuts each long text item down to
 the sentences that bear on the question, extractively (the text encoder) or by asking a
 generator to quote them, keeping ``n``, chunk ids and locators, so citations still map back.
 """
@@ -39,7 +39,6 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mrag.errors import ConfigError
-from mrag.refine.condense import CondenseSettings, condense, condense_prompt
 from mrag.rerank.base import VISUAL_MODALITIES
 
 if TYPE_CHECKING:
@@ -53,11 +52,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AssetGroup",
-    "CondenseSettings",
     "Evidence",
     "RefineSettings",
-    "condense",
-    "condense_prompt",
     "cut_to_tokens",
     "group_by_asset",
     "refine",
@@ -136,7 +132,7 @@ class Evidence:
         truncated: the text was cut to fit the token budget (``char_end`` then ends the cut
             text when the span is exact).
         condensed: the text is the span's sentences that bear on the question, not the whole
-            span (:func:`condense`; the locators still name the whole span).
+            span (:func:`mrag.generate.condense.condense`; the locators still name the whole span).
         tokens: what this item costs of the token budget; ``images``: of the image budget.
     """
 

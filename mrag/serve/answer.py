@@ -1,6 +1,6 @@
 """What ``POST /v1/answer`` does once a request is valid: search, refine, generate, cite.
 
-The search is the ingress's own (:class:`~mrag.serve.ingress.SearchService`, so an answer obeys
+The search is the ingress's own (:class:`~mrag.serve.search.SearchService`, so an answer obeys
 every limit and filter of ``/v1/search``); the refiner runs here (cheap, no model); the
 generator is its own deployment, called through a streaming handle. A stream is server-sent
 events, each ``event: <type>`` with one JSON ``data:`` line:
@@ -25,12 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 from mrag.answers import evidence_search, question_of, refine_hits, with_chunk_id
 from mrag.serve.api import AnswerResponse, SearchHit
+from mrag.serve.gate import ApiError
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from mrag.answers import AnswerRequest
-    from mrag.serve.ingress import SearchService
+    from mrag.serve.search import SearchService
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,6 @@ class AnswerService:
     def _admit(self) -> None:
         """Refuses at once (503) past ``max_in_flight`` answers in this replica: an answer holds
         the generator for up to seconds, so admitting more only queues them into time-outs."""
-        from mrag.serve.ingress import ApiError
-
         if self.in_flight >= self.max_in_flight:
             raise ApiError(503, self.refusal())
         self.in_flight += 1

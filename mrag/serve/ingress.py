@@ -14,367 +14,44 @@ annotations to know what to validate, and the search route's body type is made p
 ``k`` is bounded by ``serve.max_k``), a local name a string annotation could not be resolved from.
 """
 
-import asyncio
-import hmac
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.security import HTTPBearer
 from ray import serve
-from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mrag.answers import answer_request_model
 from mrag.config import MragConfig
-from mrag.errors import DecodeError, MragError
 from mrag.models import get_model_spec
-from mrag.query import candidate_depth, decode_query_image, finish_hits, wants_rerank
-from mrag.refine import RefineSettings, group_by_asset, refine
-from mrag.retrieve.hits import Hit
-from mrag.retrieve.search import Retriever, describe_error
+from mrag.retrieve.search import Retriever
 from mrag.serve.answer import AnswerService, GeneratorFailed
-from mrag.serve.api import (
-    AnswerResponse,
-    AssetEvidence,
-    ErrorResponse,
-    HealthResponse,
-    SearchHit,
-    SearchRequest,
-    SearchResponse,
-    search_request_model,
+from mrag.serve.api import AnswerResponse, HealthResponse, SearchResponse, search_request_model
+from mrag.serve.gate import (
+    ERROR_RESPONSES,
+    AnswerAdmission,
+    ApiError,
+    RequestGate,
+    _api_error,
+    _generator_failed,
+    _http_error,
+    _internal_error,
+    _overloaded,
+    _validation_error,
 )
+from mrag.serve.search import SearchService
+
+__all__ = ["SearchIngress", "SearchService", "create_api"]
 
 log = logging.getLogger(__name__)
 
-#: ``group: "asset"``: the refiner without its evidence budget (a search shows every asset).
-GROUP_REFINE = RefineSettings(max_tokens=10**9, max_images=10**6)
 #: The search page and its files (``GET /``).
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-#: Paths under this prefix need the bearer token (when one is set) and obey the body limit.
-API_PREFIX = "/v1/"
-
-_ERROR_STATUSES = {
-    400: "Malformed request: not JSON, an unknown field, a bad value (the message names the "
-    "field), or an image that cannot be decoded.",
-    401: "Missing or wrong bearer token (only when the server has one).",
-    409: "The database cannot answer this yet, e.g. full-text search before `mrag index`.",
-    413: "Request body over the server's `serve.max_body_bytes`.",
-    500: "Not the request's fault; the server log has the details.",
-    502: "The generator (e.g. an OpenAI-compatible endpoint) failed to answer.",
-    503: "Overloaded: a deployment's queue (`serve.max_queued_requests`) is full; retry later.",
-}
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    **{
-        status: {"model": ErrorResponse, "description": text}
-        for status, text in _ERROR_STATUSES.items()
-    },
-    # Also keeps FastAPI from documenting its 422, which this API never answers.
-    "default": {"model": ErrorResponse, "description": "Any other error, in the same shape."},
-}
-
-
-class ApiError(Exception):
-    """A client error with its HTTP status; rendered as ``{"error": message}``."""
-
-    def __init__(self, status_code: int, message: str) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.message = message
-
-    def response(self) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if self.status_code == 401 else None
-        return JSONResponse({"error": self.message}, status_code=self.status_code, headers=headers)
-
-
-class SearchService:
-    """What ``/v1/search`` does once a request is valid, without HTTP or Ray.
-
-    Args:
-        config: the whole config (models, decoding limits).
-        encoder: the :class:`~mrag.serve.encoder.QueryEncoder` deployment's handle: anything
-            whose ``encode_text``, ``encode_query``, ``encode_image`` (and
-            ``encode_text_spaces``: both text vectors) have a ``.remote(...)`` returning an
-            awaitable vector.
-        retriever: plans each query (which encoders to call); searches the database itself, in a
-            worker thread (LanceDB calls block), when there is no ``searcher``.
-        reranker: the :class:`~mrag.serve.reranker.RerankerDeployment`'s handle (anything
-            whose ``rerank.remote(query, hits)`` is awaitable), used when a search reranks;
-            ``None``: no reranking.
-    """
-
-    def __init__(
-        self,
-        config: MragConfig,
-        encoder: Any,
-        retriever: Retriever,
-        reranker: Any = None,
-        searcher: Any = None,
-    ) -> None:
-        self.config = config
-        self.encoder = encoder
-        self.retriever = retriever
-        self.reranker = reranker
-        self.searcher = searcher
-
-    async def search(self, request: SearchRequest) -> SearchResponse:
-        started = time.perf_counter()
-        pool = await self.ranked_pool(request)
-        hits = finish_hits(request, pool, rerank=False)
-        groups = None
-        if request.group == "asset":
-            groups = [
-                AssetEvidence.from_group(group, include_thumbnail=request.include_thumbnail)
-                for group in group_by_asset(refine(pool, GROUP_REFINE))[: request.k]
-            ]
-        return SearchResponse(
-            hits=[
-                SearchHit.from_hit(hit, include_thumbnail=request.include_thumbnail) for hit in hits
-            ],
-            groups=groups,
-            took_ms=round((time.perf_counter() - started) * 1000, 1),
-        )
-
-    async def hits(self, request: SearchRequest) -> list[Hit]:
-        """The request's top ``k`` hits: plan → encode → retrieve → rerank → group."""
-        return finish_hits(request, await self.ranked_pool(request), rerank=False)
-
-    async def ranked_pool(self, request: SearchRequest) -> list[Hit]:
-        """The candidate pool (deeper than ``k`` when reranking or grouping), reranked when the
-        request reranks: plan → encode → retrieve → rerank.
-
-        Raises:
-            ApiError: 400 for a plan or image the server cannot use, 409 when the database
-                cannot answer yet, 503 when a downstream deployment's queue is full.
-        """
-        try:
-            plan = self.retriever.plan(
-                query_kind="text" if request.query is not None else "image",
-                mode=request.mode,
-                filters=request.filters,
-                fusion=request.fusion,
-                weights=request.weights,
-            )
-        except MragError as exc:  # e.g. a weight for a list the server does not have
-            raise ApiError(400, str(exc)) from None
-        clip_vector = text_vector = None
-        if request.image is not None:
-            try:
-                pixels = await asyncio.to_thread(decode_query_image, request.image, self.config)
-            except DecodeError as exc:
-                raise ApiError(400, f"image could not be decoded: {exc}") from None
-            if "clip" in plan.spaces:
-                clip_vector = await self.encoder.encode_image.remote(pixels)
-        elif {"clip", "text_vec"} <= plan.spaces:  # both text encoders in one batched call
-            vectors = await self.encoder.encode_text_spaces.remote(request.query)
-            clip_vector, text_vector = vectors["clip"], vectors["text_vec"]
-        elif "clip" in plan.spaces:
-            clip_vector = await self.encoder.encode_text.remote(request.query)
-        elif "text_vec" in plan.spaces:
-            text_vector = await self.encoder.encode_query.remote(request.query)
-        arguments = {
-            "k": candidate_depth(request, self.config),
-            "text": request.query,
-            "clip_vector": _as_vector(clip_vector),
-            "text_vector": _as_vector(text_vector),
-            "filters": request.filters,
-            "include_thumbnail": request.include_thumbnail,
-            "fusion": request.fusion,
-            "weights": request.weights,
-        }
-        try:
-            if self.searcher is not None:
-                pool = await self.searcher.search.remote(request.mode, arguments)
-            else:
-                pool = await asyncio.to_thread(self.retriever.search, request.mode, **arguments)
-        except MragError as exc:  # e.g. full-text search before any index exists
-            raise ApiError(409, str(exc)) from None
-        if self.reranker is not None and wants_rerank(request, self.config) and len(pool) > 1:
-            from mrag.rerank import RerankQuery
-
-            vectors = {"clip": _as_vector(clip_vector), "text_vec": _as_vector(text_vector)}
-            query = RerankQuery.from_request(
-                request, {k: v for k, v in vectors.items() if v is not None}
-            )
-            pool = await self.reranker.rerank.remote(query, pool)
-        return pool
-
-    async def warm_up(self) -> None:
-        """One real query through the encoders and the retriever (models' lazy init, LanceDB
-        table, index and FTS caches), so the first client request is not the slow one."""
-        for body in ({"query": "warm-up", "k": 1}, {"query": "warm-up", "k": 1, "mode": "fts"}):
-            request = search_request_model(self.config.serve.max_k).model_validate(body)
-            try:
-                await self.search(request)
-            except ApiError as exc:  # e.g. no full-text index yet: the replica still serves
-                log.info("warm-up query %s answered %d: %s", body, exc.status_code, exc.message)
-
-
-def _as_vector(values: list[float] | None) -> np.ndarray | None:
-    return None if values is None else np.asarray(values, dtype=np.float32)
-
-
-class RequestGate:
-    """Auth and the body limit for ``/v1/``, before anything parses the body (ASGI middleware).
-
-    A middleware and not a FastAPI dependency because FastAPI reads and parses a body before it
-    runs dependencies: here a request without the token gets 401 without its body being read,
-    and one over the limit gets 413 by its ``Content-Length`` before reading, or by a running
-    count while streaming (chunked uploads, clients whose header understates the body). The body
-    is then handed on as one message, with ``Content-Type: application/json``: the API reads
-    every body as JSON, as it always has, and ``curl -d`` sends a form content type by default.
-    """
-
-    def __init__(self, app: ASGIApp, *, api_token: str | None, max_body_bytes: int) -> None:
-        self.app = app
-        self._token = (api_token or "").encode() or None
-        self.max_body_bytes = max_body_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not _route_path(scope).startswith(API_PREFIX):
-            await self.app(scope, receive, send)
-            return
-        headers = Headers(scope=scope)
-        try:
-            self._authorize(headers)
-            body = await self._read_body(headers, receive)
-        except ApiError as exc:
-            await exc.response()(scope, receive, send)
-            return
-        if body is None:  # the client went away
-            return
-        delivered = False
-
-        async def replay() -> Message:
-            nonlocal delivered
-            if delivered:
-                return await receive()
-            delivered = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        json_headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
-        json_headers.append((b"content-type", b"application/json"))
-        await self.app({**scope, "headers": json_headers}, replay, send)
-
-    def _authorize(self, headers: Headers) -> None:
-        if self._token is None:
-            return
-        scheme, _, presented = headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not presented:
-            raise ApiError(401, "missing bearer token: send 'Authorization: Bearer <token>'")
-        if not hmac.compare_digest(presented.strip().encode(), self._token):
-            raise ApiError(401, "invalid bearer token")
-
-    async def _read_body(self, headers: Headers, receive: Receive) -> bytes | None:
-        limit = self.max_body_bytes
-        declared = headers.get("content-length")
-        if declared is not None:
-            try:
-                declared_bytes = int(declared)
-            except ValueError:
-                raise ApiError(400, "Content-Length header is not an integer") from None
-            if declared_bytes > limit:
-                raise ApiError(
-                    413, f"request body is {declared_bytes} bytes; the limit is {limit} bytes"
-                )
-        parts: list[bytes] = []
-        received = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            part = message.get("body", b"")
-            received += len(part)
-            if received > limit:
-                raise ApiError(413, f"request body is over the limit of {limit} bytes")
-            parts.append(part)
-            if not message.get("more_body", False):
-                return b"".join(parts)
-
-
-class AnswerAdmission:
-    """503 for ``POST /v1/answer`` while this replica's answers are at their limit, before the
-    request's body is read or anything else runs: under a burst, a refusal costs the least
-    work the server can do. (:meth:`AnswerService._admit` still counts the admitted ones.)"""
-
-    def __init__(self, app: ASGIApp, *, answers: AnswerService) -> None:
-        self.app = app
-        self.answers = answers
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and self.answers.in_flight >= self.answers.max_in_flight
-            and _route_path(scope) == "/v1/answer"
-        ):
-            await ApiError(503, self.answers.refusal()).response()(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
-
-
-def _route_path(scope: Scope) -> str:
-    """The path below the application's route prefix (Serve's ``root_path``)."""
-    path, root = scope["path"], scope.get("root_path", "")
-    return path[len(root) :] if root and path.startswith(root) else path
-
-
-def describe_request_error(error: dict[str, Any]) -> str:
-    """One of FastAPI's request validation errors → one sentence naming the field."""
-    loc = tuple(error.get("loc", ()))
-    if loc[:1] == ("body",):
-        loc = loc[1:]
-    if error["type"] == "json_invalid":
-        where = f" (at character {loc[0]})" if loc else ""
-        return f"request body is not valid JSON: {error.get('ctx', {}).get('error')}{where}"
-    if error["type"] == "missing" and not loc:
-        return 'request body is empty; send a JSON object such as {"query": "a red car"}'
-    return describe_error({**error, "loc": loc})
-
-
-async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-    return exc.response()
-
-
-async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    return JSONResponse({"error": describe_request_error(exc.errors()[0])}, status_code=400)
-
-
-async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    """Routing errors (404, 405) and FastAPI's own, in the same ``{"error": ...}`` shape."""
-    message = str(exc.detail)
-    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError | RecursionError):
-        # FastAPI's "error parsing the body" when json.loads fails other than with a
-        # JSONDecodeError: bytes that are not UTF-8, nesting deeper than the recursion limit.
-        message = f"request body is not valid JSON: {exc.__cause__}"
-    return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
-
-
-async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
-    """Anything unexpected: JSON 500. Starlette re-raises afterwards, so the traceback is logged."""
-    return JSONResponse(
-        {"error": f"internal error ({type(exc).__name__}); the server log has the details"},
-        status_code=500,
-    )
-
-
-async def _overloaded(request: Request, exc: Exception) -> JSONResponse:
-    """A downstream deployment's queue is full (``BackPressureError``): refuse now, not later."""
-    return JSONResponse(
-        {"error": "the service is overloaded (a queue is full); retry later"},
-        status_code=503,
-        headers={"Retry-After": "1"},
-    )
-
-
-async def _generator_failed(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"error": str(exc)}, status_code=502)
 
 
 def create_api(

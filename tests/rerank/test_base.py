@@ -100,7 +100,7 @@ def test_factory_names_what_it_accepts():
 def test_importing_rerankers_and_refiner_loads_no_model_library():
     code = (
         "import sys, mrag.rerank, mrag.refine, mrag.rerank.cross_encoder, "
-        "mrag.rerank.late_interaction, mrag.rerank.clip, mrag.rerank.llm, mrag.refine.condense; "
+        "mrag.rerank.late_interaction, mrag.rerank.clip, mrag.rerank.llm, mrag.generate.condense; "
         "print(sorted(m for m in ('torch', 'transformers', 'open_clip', 'lancedb') "
         "if m in sys.modules))"
     )

@@ -85,13 +85,11 @@ class CondenseSettings:
         for name in ("max_sentences", "min_tokens", "max_new_tokens"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"refine.condense.{name} must be an integer >= 1, got {value!r}")
+                raise ConfigError(f"condense.{name} must be an integer >= 1, got {value!r}")
         for name in ("min_similarity", "relative_similarity"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not -1 <= value <= 1:
-                raise ConfigError(
-                    f"refine.condense.{name} must be a number in [-1, 1], got {value!r}"
-                )
+                raise ConfigError(f"condense.{name} must be a number in [-1, 1], got {value!r}")
 
 
 def condense(

@@ -1,0 +1,224 @@
+"""The HTTP edge of the API: the request gate (auth, body limit), answer admission, and every
+error rendered as ``{"error": "..."}``.
+
+ASGI middleware and FastAPI exception handlers only: what a request must pass before a route
+runs, and how whatever went wrong is said. No Ray, no database, no models.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import TYPE_CHECKING, Any, Protocol
+
+from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
+
+from mrag.retrieve.search import describe_error
+from mrag.serve.api import ErrorResponse
+
+if TYPE_CHECKING:
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+    from starlette.requests import Request
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+#: Paths under this prefix need the bearer token (when one is set) and obey the body limit.
+API_PREFIX = "/v1/"
+
+_ERROR_STATUSES = {
+    400: "Malformed request: not JSON, an unknown field, a bad value (the message names the "
+    "field), or an image that cannot be decoded.",
+    401: "Missing or wrong bearer token (only when the server has one).",
+    409: "The database cannot answer this yet, e.g. full-text search before `mrag index`.",
+    413: "Request body over the server's `serve.max_body_bytes`.",
+    500: "Not the request's fault; the server log has the details.",
+    502: "The generator (e.g. an OpenAI-compatible endpoint) failed to answer.",
+    503: "Overloaded: a deployment's queue (`serve.max_queued_requests`) is full; retry later.",
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **{
+        status: {"model": ErrorResponse, "description": text}
+        for status, text in _ERROR_STATUSES.items()
+    },
+    # Also keeps FastAPI from documenting its 422, which this API never answers.
+    "default": {"model": ErrorResponse, "description": "Any other error, in the same shape."},
+}
+
+
+class ApiError(Exception):
+    """A client error with its HTTP status; rendered as ``{"error": message}``."""
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+
+    def response(self) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if self.status_code == 401 else None
+        return JSONResponse({"error": self.message}, status_code=self.status_code, headers=headers)
+
+
+class RequestGate:
+    """Auth and the body limit for ``/v1/``, before anything parses the body (ASGI middleware).
+
+    A middleware and not a FastAPI dependency because FastAPI reads and parses a body before it
+    runs dependencies: here a request without the token gets 401 without its body being read,
+    and one over the limit gets 413 by its ``Content-Length`` before reading, or by a running
+    count while streaming (chunked uploads, clients whose header understates the body). The body
+    is then handed on as one message, with ``Content-Type: application/json``: the API reads
+    every body as JSON, as it always has, and ``curl -d`` sends a form content type by default.
+    """
+
+    def __init__(self, app: ASGIApp, *, api_token: str | None, max_body_bytes: int) -> None:
+        self.app = app
+        self._token = (api_token or "").encode() or None
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _route_path(scope).startswith(API_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        try:
+            self._authorize(headers)
+            body = await self._read_body(headers, receive)
+        except ApiError as exc:
+            await exc.response()(scope, receive, send)
+            return
+        if body is None:  # the client went away
+            return
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if delivered:
+                return await receive()
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        json_headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+        json_headers.append((b"content-type", b"application/json"))
+        await self.app({**scope, "headers": json_headers}, replay, send)
+
+    def _authorize(self, headers: Headers) -> None:
+        if self._token is None:
+            return
+        scheme, _, presented = headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not presented:
+            raise ApiError(401, "missing bearer token: send 'Authorization: Bearer <token>'")
+        if not hmac.compare_digest(presented.strip().encode(), self._token):
+            raise ApiError(401, "invalid bearer token")
+
+    async def _read_body(self, headers: Headers, receive: Receive) -> bytes | None:
+        limit = self.max_body_bytes
+        declared = headers.get("content-length")
+        if declared is not None:
+            try:
+                declared_bytes = int(declared)
+            except ValueError:
+                raise ApiError(400, "Content-Length header is not an integer") from None
+            if declared_bytes > limit:
+                raise ApiError(
+                    413, f"request body is {declared_bytes} bytes; the limit is {limit} bytes"
+                )
+        parts: list[bytes] = []
+        received = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            part = message.get("body", b"")
+            received += len(part)
+            if received > limit:
+                raise ApiError(413, f"request body is over the limit of {limit} bytes")
+            parts.append(part)
+            if not message.get("more_body", False):
+                return b"".join(parts)
+
+
+class Admits(Protocol):
+    """What :class:`AnswerAdmission` reads of an answer service (``AnswerService``)."""
+
+    in_flight: int
+    max_in_flight: int
+
+    def refusal(self) -> str: ...
+
+
+class AnswerAdmission:
+    """503 for ``POST /v1/answer`` while this replica's answers are at their limit, before the
+    request's body is read or anything else runs: under a burst, a refusal costs the least
+    work the server can do. (:meth:`AnswerService._admit` still counts the admitted ones.)"""
+
+    def __init__(self, app: ASGIApp, *, answers: Admits) -> None:
+        self.app = app
+        self.answers = answers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and self.answers.in_flight >= self.answers.max_in_flight
+            and _route_path(scope) == "/v1/answer"
+        ):
+            await ApiError(503, self.answers.refusal()).response()(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _route_path(scope: Scope) -> str:
+    """The path below the application's route prefix (Serve's ``root_path``)."""
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+def describe_request_error(error: dict[str, Any]) -> str:
+    """One of FastAPI's request validation errors → one sentence naming the field."""
+    loc = tuple(error.get("loc", ()))
+    if loc[:1] == ("body",):
+        loc = loc[1:]
+    if error["type"] == "json_invalid":
+        where = f" (at character {loc[0]})" if loc else ""
+        return f"request body is not valid JSON: {error.get('ctx', {}).get('error')}{where}"
+    if error["type"] == "missing" and not loc:
+        return 'request body is empty; send a JSON object such as {"query": "a red car"}'
+    return describe_error({**error, "loc": loc})
+
+
+async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+    return exc.response()
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    return JSONResponse({"error": describe_request_error(exc.errors()[0])}, status_code=400)
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Routing errors (404, 405) and FastAPI's own, in the same ``{"error": ...}`` shape."""
+    message = str(exc.detail)
+    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError | RecursionError):
+        # FastAPI's "error parsing the body" when json.loads fails other than with a
+        # JSONDecodeError: bytes that are not UTF-8, nesting deeper than the recursion limit.
+        message = f"request body is not valid JSON: {exc.__cause__}"
+    return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    """Anything unexpected: JSON 500. Starlette re-raises afterwards, so the traceback is logged."""
+    return JSONResponse(
+        {"error": f"internal error ({type(exc).__name__}); the server log has the details"},
+        status_code=500,
+    )
+
+
+async def _overloaded(request: Request, exc: Exception) -> JSONResponse:
+    """A downstream deployment's queue is full (``BackPressureError``): refuse now, not later."""
+    return JSONResponse(
+        {"error": "the service is overloaded (a queue is full); retry later"},
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
+
+
+async def _generator_failed(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"error": str(exc)}, status_code=502)
