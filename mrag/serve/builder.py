@@ -46,39 +46,23 @@ def build_app(config: MragConfig, *, api_token: str | None = None) -> serve.Appl
         "max_ongoing_requests": serve_config.max_ongoing_requests,
         "max_queued_requests": serve_config.max_queued_requests,
     }
-    encoder = QueryEncoder.options(
-        num_replicas=serve_config.encoder_replicas,
-        **queue,
-        ray_actor_options={
-            "num_cpus": serve_config.encoder_num_cpus,
-            "num_gpus": serve_config.encoder_num_gpus,
-        },
-    ).bind(config)
-    reranker = None
-    if config.rerank.visual != "none" or config.rerank.text not in ("", "none"):
-        reranker = RerankerDeployment.options(
-            num_replicas=serve_config.reranker_replicas,
+
+    def bound(deployment: Any, stage: str) -> Any:
+        """``deployment`` with ``serve.<stage>_replicas``, ``_num_cpus`` (and ``_num_gpus``)."""
+        resources = {"num_cpus": getattr(serve_config, f"{stage}_num_cpus")}
+        if hasattr(serve_config, f"{stage}_num_gpus"):
+            resources["num_gpus"] = getattr(serve_config, f"{stage}_num_gpus")
+        return deployment.options(
+            num_replicas=getattr(serve_config, f"{stage}_replicas"),
             **queue,
-            ray_actor_options={
-                "num_cpus": serve_config.reranker_num_cpus,
-                "num_gpus": serve_config.reranker_num_gpus,
-            },
+            ray_actor_options=resources,
         ).bind(config)
-    searcher = None
-    if serve_config.retriever_replicas > 0:
-        searcher = RetrieverDeployment.options(
-            num_replicas=serve_config.retriever_replicas,
-            **queue,
-            ray_actor_options={"num_cpus": serve_config.retriever_num_cpus},
-        ).bind(config)
-    generator = GeneratorDeployment.options(
-        num_replicas=serve_config.generator_replicas,
-        **queue,
-        ray_actor_options={
-            "num_cpus": serve_config.generator_num_cpus,
-            "num_gpus": serve_config.generator_num_gpus,
-        },
-    ).bind(config)
+
+    encoder = bound(QueryEncoder, "encoder")
+    has_reranker = config.rerank.visual != "none" or config.rerank.text not in ("", "none")
+    reranker = bound(RerankerDeployment, "reranker") if has_reranker else None
+    searcher = bound(RetrieverDeployment, "retriever") if serve_config.retriever_replicas else None
+    generator = bound(GeneratorDeployment, "generator")
     return SearchIngress.options(
         **queue,
         ray_actor_options={"num_cpus": _INGRESS_NUM_CPUS},
