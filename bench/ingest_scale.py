@@ -111,11 +111,11 @@ def main() -> int:
     tmp = None if args.out else tempfile.TemporaryDirectory(prefix="mrag-bench-scale-")
     db = args.out or str(Path(tmp.name) / "db")
     store = Store(db)
-    store.ensure_tables(DIM, 384)
+    store.ensure_tables({"clip": DIM, "text_vec": 384})
     # Warm-up (imports, first-call costs) in a scratch database, so that the smallest size is
     # not charged for them and the ratio is not flattered.
     scratch = db + "-warmup"
-    Store(scratch).ensure_tables(DIM, 384)
+    Store(scratch).ensure_tables({"clip": DIM, "text_vec": 384})
     warm = LanceWriteStage(scratch)
     for i in range(3):
         warm(embedded_rows(10_000_000 + i * 1000, COMMIT_ROWS, seed=99 + i))

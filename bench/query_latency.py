@@ -73,7 +73,7 @@ def build_db(db_uri: str, n_rows: int, config, seed: int = 0) -> float:
     clip_dim = get_model_spec(config.clip_model).embed_dim
     text_dim = get_model_spec(config.text_model).embed_dim
     store = Store(db_uri)
-    store.ensure_tables(clip_dim, text_dim)
+    store.ensure_tables({"clip": clip_dim, "text_vec": text_dim})
     table = store.open(schema.CHUNKS)
     zipf = 1.0 / np.arange(1, len(WORDS) + 1)
     zipf /= zipf.sum()

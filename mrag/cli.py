@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from mrag.config import add_config_arguments, config_from_args
 from mrag.errors import MragError
+from mrag.locators import format_time_range, parse_time_range
 from mrag.pipelines import demo as demo_job
 from mrag.pipelines import index as index_job
 from mrag.pipelines import ingest as ingest_job
@@ -43,6 +44,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     else:
         for rank, hit in enumerate(hits, 1):
             where = f"  p.{hit.page}" if hit.page else ""
+            if hit.start_s is not None and hit.end_s is not None:
+                where = f"  {format_time_range(hit.start_s, hit.end_s)}"
             print(f"{rank:>3}  {hit.score:+.4f}  {hit.modality:<8} {hit.uri}{where}")
         if not hits:
             print("no hits", file=sys.stderr)
@@ -125,6 +128,8 @@ def _filters(args: argparse.Namespace) -> dict:
         filters["uri_prefix"] = args.uri_prefix
     if args.page is not None:
         filters["page"] = args.page
+    if args.time:
+        filters["time_range"] = list(parse_time_range(args.time))
     return filters
 
 
@@ -181,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--uri-prefix", help="restrict to objects under this URI prefix")
     search.add_argument("--page", type=int, help="restrict to one PDF page (1-based)")
     search.add_argument(
+        "--time", metavar="START-END", help="restrict to audio/video overlapping, e.g. 1:00-2:30"
+    )
+    search.add_argument(
         "--mode", choices=["vector", "fts", "hybrid"], default="hybrid", help="default: hybrid"
     )
     search.add_argument("--fusion", choices=["rrf", "score"], help="default: retrieval.fusion")
@@ -199,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--modality", action="append", help="restrict to a modality (repeatable)")
     ask.add_argument("--uri-prefix", help="restrict to objects under this URI prefix")
     ask.add_argument("--page", type=int, help="restrict to one PDF page (1-based)")
+    ask.add_argument(
+        "--time", metavar="START-END", help="restrict to audio/video overlapping, e.g. 1:00-2:30"
+    )
     ask.add_argument(
         "--generator",
         help="generate.generator: extractive (no model), transformers, openai "

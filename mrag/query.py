@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from mrag.config import MragConfig
+    from mrag.embed import SpaceEmbedder
     from mrag.embed.clip import ClipEmbedder
     from mrag.embed.text import HFTextEmbedder
     from mrag.rerank import Reranker
@@ -336,11 +337,22 @@ class QueryEngine:
 
     def __init__(self, config: MragConfig) -> None:
         self.config = config
-        self.clip, self.text = _query_models(config)
+        #: The query encoder of every space the config turns on (``mrag.spaces``).
+        self.encoders = _query_models(config)
         self.retriever = Retriever.for_config(config)
         self._reranker: Reranker | None = None
         self._reranker_built = False
         self._encoder_thread: ThreadPoolExecutor | None = None
+
+    @property
+    def clip(self) -> ClipEmbedder:
+        """The CLIP model (the visual reranker and notebooks use it directly)."""
+        return self.encoders["clip"].embedder
+
+    @property
+    def text(self) -> HFTextEmbedder:
+        """The text encoder (the extractive generator and condenser use it directly)."""
+        return self.encoders["text_vec"].embedder
 
     @property
     def reranker(self) -> Reranker | None:
@@ -400,24 +412,27 @@ class QueryEngine:
         """
         needed = [self.retriever.plan(**_plan_args(r)).spaces for r in requests]
         vectors: list[dict[str, np.ndarray]] = [{} for _ in requests]
-        jobs = (
-            ("clip", lambda r: r.query is not None, self.clip.embed_texts),
-            ("text_vec", lambda r: r.query is not None, self.text.embed_queries),
-        )
-        for space, wanted, embed in jobs:
-            idx = [i for i, r in enumerate(requests) if wanted(r) and space in needed[i]]
-            if idx:
-                for i, vector in zip(idx, embed([requests[i].query for i in idx]), strict=True):
+        images: dict[int, np.ndarray] = {}
+        for space, encoder in self.encoders.items():
+            texts = [
+                i for i, r in enumerate(requests) if r.query is not None and space in needed[i]
+            ]
+            if texts:
+                made = encoder.embed_queries([requests[i].query for i in texts])
+                for i, vector in zip(texts, made, strict=True):
                     vectors[i][space] = vector
-        idx = [i for i, r in enumerate(requests) if r.image is not None and "clip" in needed[i]]
-        if idx:
-            import numpy as np
+            pictures = [
+                i for i, r in enumerate(requests) if r.image is not None and space in needed[i]
+            ]
+            if pictures:
+                import numpy as np
 
-            pixels = np.concatenate(
-                [decode_query_image(requests[i].image, self.config) for i in idx]
-            )
-            for i, vector in zip(idx, self.clip.embed_images(pixels), strict=True):
-                vectors[i]["clip"] = vector
+                for i in pictures:
+                    if i not in images:
+                        images[i] = decode_query_image(requests[i].image, self.config)
+                made = encoder.embed_query_images(np.concatenate([images[i] for i in pictures]))
+                for i, vector in zip(pictures, made, strict=True):
+                    vectors[i][space] = vector
         return vectors
 
     def run(
@@ -432,8 +447,7 @@ class QueryEngine:
             request.mode,
             k=candidate_depth(request, self.config),
             text=request.query,
-            clip_vector=vectors.get("clip"),
-            text_vector=vectors.get("text_vec"),
+            vectors=vectors,
             filters=request.filters,
             include_thumbnail=request.include_thumbnail,
             fusion=request.fusion,
@@ -445,22 +459,30 @@ class QueryEngine:
         return finish_hits(request, pool, reranker, vectors, rerank=rerank)
 
     def _encode_overlapped(self, request: SearchRequest) -> dict[str, Any]:
-        """Query vectors, the text encoder's as a Future (it is the slow one: ~6 ms of MiniLM
-        on 2 cores against ~0.5 ms of the CLIP text tower)."""
+        """Query vectors; the text encoder's as a Future (it is the slow one: ~6 ms of MiniLM
+        on 2 cores against ~0.5 ms of the CLIP text tower), so the lists that do not need it
+        start meanwhile."""
         if request.query is None:
             return self.encode([request])[0]
         spaces = self.retriever.plan(**_plan_args(request)).spaces
         vectors: dict[str, Any] = {}
-        if "text_vec" in spaces:
-            if self._encoder_thread is None:
-                self._encoder_thread = ThreadPoolExecutor(1, thread_name_prefix="mrag-encode")
-            query = request.query
-            vectors["text_vec"] = self._encoder_thread.submit(
-                lambda: self.text.embed_queries([query])[0]
-            )
-        if "clip" in spaces:
-            vectors["clip"] = self.clip.embed_texts([request.query])[0]
+        query = request.query
+        for space, encoder in self.encoders.items():
+            if space not in spaces:
+                continue
+            if space == _OVERLAPPED_SPACE:
+                if self._encoder_thread is None:
+                    self._encoder_thread = ThreadPoolExecutor(1, thread_name_prefix="mrag-encode")
+                vectors[space] = self._encoder_thread.submit(
+                    lambda encoder=encoder: encoder.embed_queries([query])[0]
+                )
+            else:
+                vectors[space] = encoder.embed_queries([query])[0]
         return vectors
+
+
+#: The space whose query vector is computed beside the search (the slowest query encoder).
+_OVERLAPPED_SPACE = "text_vec"
 
 
 def _plan_args(request: SearchRequest) -> dict[str, Any]:
@@ -473,21 +495,24 @@ def _plan_args(request: SearchRequest) -> dict[str, Any]:
     }
 
 
-def _query_models(config: MragConfig) -> tuple[ClipEmbedder, HFTextEmbedder]:
-    """The CLIP and text models ``config`` names, loaded once per process and shared."""
-    from mrag.embed.clip import ClipEmbedder
-    from mrag.embed.text import HFTextEmbedder
+def _query_models(config: MragConfig) -> dict[str, SpaceEmbedder]:
+    """The query encoder of every space ``config`` turns on, loaded once per process."""
+    from mrag.embed import EmbedOptions, create_space_embedder
 
-    key = (config.clip_model, config.clip_weights, config.text_model, config.text_weights,
-           config.seed)  # fmt: skip
+    key = tuple(
+        (c, config.space_model(c), config.space_weights(c)) for c in config.active_spaces()
+    ) + (config.seed,)
     if key not in _MODELS:
-        clip = ClipEmbedder(
-            get_model_spec(config.clip_model), weights=config.clip_weights, seed=config.seed
-        )
-        text = HFTextEmbedder(get_model_spec(config.text_model), weights=config.text_weights)
-        _MODELS[key] = (clip, text)
+        _MODELS[key] = {
+            column: create_space_embedder(
+                column,
+                get_model_spec(config.space_model(column)),
+                EmbedOptions(weights=config.space_weights(column), seed=config.seed),
+            )
+            for column in config.active_spaces()
+        }
     return _MODELS[key]
 
 
 _ENGINES: dict[str, QueryEngine] = {}
-_MODELS: dict[tuple, tuple[ClipEmbedder, HFTextEmbedder]] = {}
+_MODELS: dict[tuple, dict[str, SpaceEmbedder]] = {}

@@ -5,10 +5,16 @@ A Ray instance mrag starts itself listens on 127.0.0.1 only and keeps Ray's toke
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+import threading
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +79,15 @@ def init_ray(address: str = "", *, num_cpus: int | None = None) -> float:
     point (CLI, jobs, Serve, notebooks) starts Ray through here, so the loopback rule holds for all.
     """
     address = address or os.environ.get("RAY_ADDRESS", "")  # set for `ray job submit` drivers
+    quiet_known_warnings()
     if not address:
         loopback_only_ray()  # before `import ray`: Ray reads the setting at import
+        # Token auth stays on (Ray's default for a local instance); only the banner that says
+        # so on every start goes.
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+            logging.ERROR
+        )
+
     import ray
 
     if ray.is_initialized():
@@ -99,6 +112,65 @@ def init_ray(address: str = "", *, num_cpus: int | None = None) -> float:
     return elapsed
 
 
+#: Warnings a user would read as failure, with why each is harmless here.
+_HARMLESS_WARNINGS = (
+    # Lance warns on every fork of a process that imported it; Ray starts its workers with
+    # fork + exec, which shares none of Lance's state.
+    "lance is not fork-safe",
+    "lancedb fork support is experimental",
+)
+
+
+def quiet_known_warnings() -> None:
+    """Silences :data:`_HARMLESS_WARNINGS` here and (through ``PYTHONWARNINGS``, which local
+    Ray workers inherit) in the workers this process starts."""
+    import warnings
+
+    entries = [f"ignore:{message}" for message in _HARMLESS_WARNINGS]
+    for message in _HARMLESS_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+    current = os.environ.get("PYTHONWARNINGS", "")
+    missing = [e for e in entries if e not in current.split(",")]
+    if missing:
+        os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [current, *missing]))
+
+
+#: Lines of Ray's C++ core on stderr that are no fault of the job, with why each is harmless.
+_HARMLESS_STDERR = (
+    # Logged (at error level) for every Ray Data actor pool: the pool's constructor arguments
+    # are object refs the operator holds for the whole job, so a restarted actor finds them.
+    b"has constructor arguments in the object store and max_restarts > 0",
+)
+
+
+@contextlib.contextmanager
+def harmless_stderr_dropped() -> Iterator[None]:
+    """Runs the block with file descriptor 2 through a pipe that drops the lines of
+    :data:`_HARMLESS_STDERR`: Ray's C++ core writes to the descriptor directly, so no logging
+    setting reaches them. For command-line entry points only (a test runner owns fd 2).
+
+    Processes started in the block (Ray's) keep writing through the filter until they exit.
+    """
+    sys.stderr.flush()
+    original = os.dup(2)  # stays open: the filter thread writes to it until the process ends
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def pump() -> None:
+        with os.fdopen(read_end, "rb", buffering=0) as lines:
+            for line in lines:
+                if not any(noise in line for noise in _HARMLESS_STDERR):
+                    os.write(original, line)
+
+    threading.Thread(target=pump, name="mrag-stderr", daemon=True).start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(original, 2)
+
+
 def quiet_ray_data() -> None:
     """No progress bars or per-operator spam when output is not a terminal (jobs, CI, tests)."""
     import sys
@@ -109,3 +181,8 @@ def quiet_ray_data() -> None:
     interactive = sys.stderr.isatty()
     context.enable_progress_bars = interactive
     context.print_on_execution_start = interactive
+    if not interactive:  # bars are off on purpose: no warning that they are, no per-run INFO
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+        logging.getLogger("ray.data._internal.execution.streaming_executor").setLevel(
+            logging.WARNING
+        )

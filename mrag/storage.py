@@ -7,10 +7,11 @@ same settings reach s3fs here and LanceDB through :func:`lance_storage_options`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from mrag.errors import SourceNotFoundError
 
@@ -137,6 +138,40 @@ def read_bytes(uri: str, max_bytes: int | None = None) -> bytes:
         if size is not None and size > max_bytes:
             raise ValueError(f"object is {size} bytes, over the {max_bytes}-byte limit")
     return fs.cat_file(path)
+
+
+#: Read-ahead of a streamed object on object storage: each range request fetches this much, so
+#: a decoder's small sequential reads do not each cost a round trip.
+READ_AHEAD_BYTES = 4 * 2**20
+
+
+@contextlib.contextmanager
+def open_object(uri: str, max_bytes: int | None = None) -> Iterator[BinaryIO]:
+    """A seekable binary stream of one object, closed on exit; refuses objects larger than
+    ``max_bytes`` before reading them. On S3 it reads ahead :data:`READ_AHEAD_BYTES` per
+    request, and seeks (an MP4 whose index is at its end) cost one range request."""
+    fs, path = filesystem(uri)
+    size = fs.size(path)
+    if max_bytes is not None and size is not None and size > max_bytes:
+        raise ValueError(f"object is {size} bytes, over the {max_bytes}-byte limit")
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+    if "file" in protocols:
+        stream = fs.open(path, "rb")
+    else:
+        stream = fs.open(path, "rb", block_size=READ_AHEAD_BYTES, cache_type="readahead")
+    with stream:
+        yield stream
+
+
+def stream_content_id(stream: BinaryIO, block_bytes: int = 8 * 2**20) -> str:
+    """:func:`content_id` of a stream's bytes, read a block at a time (memory: one block); the
+    stream is left at its start."""
+    digest = hashlib.sha256()
+    stream.seek(0)
+    while block := stream.read(block_bytes):
+        digest.update(block)
+    stream.seek(0)
+    return digest.hexdigest()[:32]
 
 
 def lance_storage_options(uri: str) -> dict[str, str]:

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import itertools
 import random
 import re
 
 import pytest
 
-from mrag.chunk import TextChunk, approximate_tokens, chunk_text
+from mrag.chunk import IncrementalChunker, TextChunk, approximate_tokens, chunk_text
 
 PROSE = (
     "Bees dance to share where flowers are. The dance encodes distance and direction! "
@@ -156,9 +157,7 @@ def test_the_text_encoders_own_tokenizer_bounds_every_window() -> None:
     assert max(count(c.text) for c in chunks) > 30  # windows are filled, not timid
 
 
-@pytest.mark.parametrize("seed", range(40))
-def test_invariants_hold_on_random_documents(seed: int) -> None:
-    rng = random.Random(seed)
+def _random_document(rng: random.Random) -> str:
     words = ["bee", "hive", "honey", "wax", "pollen", "Queen", "e.g.", "(note)", '"quote."',
              "x" * rng.randint(20, 400), "火山", "—", "3.14", "end."]  # fmt: skip
     paragraphs = []
@@ -166,11 +165,72 @@ def test_invariants_hold_on_random_documents(seed: int) -> None:
         sentences = [" ".join(rng.choices(words, k=rng.randint(1, 40))) + rng.choice(".!?")
                      for _ in range(rng.randint(1, 8))]  # fmt: skip
         paragraphs.append(rng.choice([" ", "  ", "\n"]).join(sentences))
-    text = rng.choice(["", "  ", "\n"]) + rng.choice(["\n\n", "\n \n\n"]).join(paragraphs)
+    return rng.choice(["", "  ", "\n"]) + rng.choice(["\n\n", "\n \n\n"]).join(paragraphs)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_invariants_hold_on_random_documents(seed: int) -> None:
+    rng = random.Random(seed)
+    text = _random_document(rng)
     max_tokens = rng.randint(5, 80)
     overlap = rng.randint(0, max_tokens - 1)
     _check_invariants(text, chunk_text(text, max_tokens=max_tokens, overlap_tokens=overlap),
                       max_tokens)  # fmt: skip
+
+
+def _subword_count(text: str) -> int:
+    """A token per 3 non-space characters: like a real tokenizer's, not additive over pieces."""
+    return (len("".join(text.split())) + 2) // 3
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_text_fed_in_pieces_chunks_as_the_whole(seed: int) -> None:
+    rng = random.Random(seed)
+    text = _random_document(rng) + rng.choice(["", "火山" * rng.randint(50, 400), " "])
+    if seed % 3 == 0:
+        text = text.replace(" ", "")  # long "words" only: cut between characters
+    max_tokens = rng.randint(3, 80)
+    settings = {
+        "max_tokens": max_tokens,
+        "overlap_tokens": rng.randint(0, max_tokens - 1),
+        "count_tokens": rng.choice([None, _subword_count]),
+    }
+    cuts = sorted(rng.sample(range(len(text) + 1), min(len(text) + 1, rng.randint(1, 300))))
+    chunker = IncrementalChunker(**settings)
+    chunks = [c for a, b in itertools.pairwise([0, *cuts]) for c in chunker.chunk(text[a:b])]
+    chunks += chunker.chunk(text[cuts[-1] :], final=True)
+    assert chunks == chunk_text(text, **settings)
+
+
+@pytest.mark.parametrize("separator", [" ", ""], ids=["words", "no spaces"])
+def test_a_huge_line_is_never_counted_whole(separator: str) -> None:
+    """Counting a 40 MB line with a tokenizer took gigabytes: every counted string is at most a
+    window's worth of characters, and all of them add up to a few times the text."""
+    rng = random.Random(2)
+    text = separator.join(rng.choices(["bee", "hive", "honeycomb", "x" * 40], k=300_000))
+    counted: list[int] = []
+
+    def count(piece: str) -> int:
+        counted.append(len(piece))
+        return _subword_count(piece)
+
+    chunks = chunk_text(text, max_tokens=100, overlap_tokens=20, count_tokens=count)
+    assert max(counted) <= 100 * 32
+    assert sum(counted) < 4 * len(text)
+    _check_invariants(text, chunks, 100, _subword_count)
+
+
+def test_a_tokenizer_that_reads_a_blob_as_one_token_still_gets_bounded_windows() -> None:
+    """WordPiece reads any word over 100 characters as one [UNK]: without a length bound, a
+    40 MB blob would be one window."""
+    blob = "".join(random.Random(4).choices("0123456789abcdef", k=200_000))
+
+    def wordpiece_like(piece: str) -> int:
+        return sum(1 if len(word) > 100 else approximate_tokens(word) for word in piece.split())
+
+    chunks = chunk_text(blob, max_tokens=50, overlap_tokens=0, count_tokens=wordpiece_like)
+    assert max(len(c.text) for c in chunks) <= 50 * 32
+    _check_invariants(blob, chunks, 50, wordpiece_like)
 
 
 @pytest.mark.parametrize(("max_tokens", "overlap_tokens"), [(10, 10), (10, -1), (0, 0)])

@@ -67,7 +67,8 @@ def test_demo_runs_offline_end_to_end_on_loopback_only(tmp_path) -> None:
     assert process.returncode == 0, stderr
     assert listeners and not_on_loopback(listeners) == []
     lines = stdout.splitlines()
-    assert "ingested 27" in stdout and "failed 1" in stdout  # 24 images + 3 documents
+    # 24 images, 3 documents, a recording and a video; the corrupt JPEG fails
+    assert "ingested 29" in stdout and "failed 1" in stdout
 
     def first_line_after(prefix: str) -> str:
         header = next(line for line in lines if line.startswith(prefix))
@@ -79,5 +80,12 @@ def test_demo_runs_offline_end_to_end_on_loopback_only(tmp_path) -> None:
     assert "gpg --encrypt --recipient" in answer and "[1]" in answer
     sources = lines[lines.index(next(ln for ln in lines if ln.strip() == "sources:")) + 1]
     assert sources.strip().startswith("[1] encrypt-files.txt")
+    spoken = first_line_after("spoken-word search")  # found by what is said, with its moment
+    assert "harbour-tour.wav 00:0" in spoken and spoken.endswith("(audio_segment)")
+    scene = first_line_after("image search with a frame")
+    assert "three-scenes.mp4 00:03–00:0" in scene  # inside the second scene (3-6 s)
+    # no library chatter a new user would read as failure
+    for noise in ("fork-safe", "Token authentication", "Progress bars", "max_restarts"):
+        assert noise not in stdout + stderr, noise
     assert "RANDOM weights" in stdout and "mrag serve" in stdout
     assert "http://127.0.0.1:8000/" in stdout  # how to open the page

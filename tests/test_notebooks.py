@@ -101,6 +101,11 @@ def check_explore(result: dict[str, Any], workdir: Path) -> None:
         assert citation["chunk_ids"] == item["chunk_ids"]
         assert set(citation["chunk_ids"]) <= hit_chunks
     assert evidence[result["citations"][0]["n"]]["uri"] == "encrypt-files.txt"
+    # The moment a sentence is said (at 6 s in the recording, about 4 s long), and a scene.
+    name, start_s, end_s = result["spoken_hits"][0]
+    assert name == "harbour-tour.wav" and start_s <= 6.8 and end_s >= 9.0 and end_s - start_s < 15
+    name, start_s, end_s = result["scene_hits"][0]
+    assert name == "three-scenes.mp4" and 2.7 <= start_s and end_s <= 6.4
 
 
 @pytest.mark.integration

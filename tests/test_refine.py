@@ -216,7 +216,7 @@ def test_neighbouring_time_segments_merge_and_cite_their_time_span():
         (0.0, 60.0, "part 0\npart 1"),
         (90.0, 120.0, "part 2"),
     ]
-    assert evidence[0].citation() == "[1] /media/talk.mp3 (0.0-60.0 s)"
+    assert evidence[0].citation() == "[1] /media/talk.mp3 (00:00–01:00)"
     assert evidence[0].to_dict()["chunk_ids"] == ["talk|0", "talk|1"]
 
 

@@ -12,11 +12,17 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from mrag.errors import DecodeError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from mrag.decode import DecodeContext
 
 # Our own pixel limit (checked from the header, before decoding) replaces Pillow's global one.
 Image.MAX_IMAGE_PIXELS = None
@@ -186,3 +192,24 @@ def thumbnail_jpeg(rgb: Image.Image, thumbnail_px: int) -> bytes:
     out = io.BytesIO()
     thumb.save(out, format="JPEG", quality=80)
     return out.getvalue()
+
+
+def decode_image_object(source: BinaryIO, context: DecodeContext) -> Iterator[dict[str, Any]]:
+    """The image kind's decoder: one ``image`` row with the model's pixels and a thumbnail."""
+    preprocess = context.preprocess
+    decoded = decode_image(
+        source.read(),
+        image_size=preprocess.size_px,
+        max_pixels=context.ingest.max_image_pixels,
+        thumbnail_px=context.ingest.thumbnail_px,
+        resize_mode=preprocess.resize_mode,
+        interpolation=preprocess.interpolation,
+    )
+    yield {
+        "locator": "image",
+        "modality": "image",
+        "pixels": decoded.pixels.tobytes(),
+        "thumbnail": decoded.thumbnail_jpeg,
+        "width_px": decoded.width_px,
+        "height_px": decoded.height_px,
+    }

@@ -1,52 +1,40 @@
-"""Text documents: plain text (encoding detection), Markdown and HTML (visible text only).
+"""Text documents: plain text, Markdown and HTML (visible text only).
 
 Output text keeps paragraph breaks (blank lines) so the chunker can prefer them, and collapses
-other white space. Binary junk with a text extension is a ``BinaryContent`` error, not a chunk.
-
-Encoding detection, in order: a byte-order mark; UTF-16 without a BOM (NUL bytes in every other
-position); UTF-8 (also when a few bytes are damaged, e.g. a file cut mid-character); for HTML, the
-charset its ``<meta>`` tag declares; then ``charset_normalizer``, with ties and guesses made on
-too little evidence resolved towards cp1252, the commonest legacy encoding of Western text
-(``charset_normalizer`` alone reads short or accent-light cp1252 text as cp1250, Big5 or UTF-16).
+other white space. Encoding detection, the clean-up and the streaming path for plain text are in
+:mod:`mrag.decode.text_stream` (and importable from here); this module adds the markup formats,
+Markdown read by a CommonMark parser (``markdown-it-py``) and HTML by ``resiliparse``, and the
+title and section headings each chunk is indexed with.
 """
 
 from __future__ import annotations
 
 import codecs
+import functools
 import re
-import unicodedata
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from mrag.decode.text_stream import bytes_to_str, clean_text, iter_text_chunks
 from mrag.errors import DecodeError
 
-_BOMS = (
-    (b"\xef\xbb\xbf", "utf-8-sig"),
-    (b"\xff\xfe\x00\x00", "utf-32"),
-    (b"\x00\x00\xfe\xff", "utf-32"),
-    (b"\xff\xfe", "utf-16"),
-    (b"\xfe\xff", "utf-16"),
-)
-# Control characters that do not occur in text (tab, newlines, form feed and ESC are allowed:
-# ESC starts the colour codes of terminal logs, which are stripped from the output).
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")
-# What clean_text removes: those, plus form feeds (PDF page breaks) and Unicode non-characters.
-_STRIPPED = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff]")
-_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
-_SAMPLE_BYTES = 8192
-_NON_ASCII = re.compile(r"[^\x00-\x7f]")
-_MAX_BINARY_RATIO = 0.05
-# UTF-16/32 "detected" in bytes with no NULs is a misreading of 8-bit text.
-_WIDE_ENCODINGS = ["utf_16", "utf_16_be", "utf_16_le", "utf_32", "utf_32_be", "utf_32_le", "utf_7"]
-# Non-letters that cp1252 text commonly holds: typographic quotes, dashes, currency, degrees…
-_LATIN_PUNCTUATION = set("\u00a0¡¢£¥§©«®°±²³´µ¶·¹º»¼½¾¿×÷–—‘’‚“”„†‡•…‰‹›€™")
-_ASCII_BYTES = bytes(range(0x80))
-_NOT_ASCII_LETTERS = bytes(b for b in range(0x100) if not (65 <= b <= 90 or 97 <= b <= 122))
-_CP1252_LETTERS = bytes(
-    b for b in range(0x80, 0x100) if bytes([b]).decode("cp1252", errors="replace").isalpha()
-)
-_CP1252_MARKS = bytes(
-    b for b in range(0x80, 0x100) if bytes([b]).decode("cp1252", "replace") in _LATIN_PUNCTUATION
-)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from markdown_it import MarkdownIt
+    from markdown_it.rules_block import StateBlock
+    from markdown_it.rules_inline import StateInline
+    from markdown_it.token import Token
+
+__all__ = [
+    "DecodedText",
+    "bytes_to_str",
+    "clean_text",
+    "decode_text",
+    "iter_text_chunks",
+    "locate_sections",
+    "section_at",
+]
 
 
 @dataclass(frozen=True)
@@ -123,220 +111,145 @@ def decode_text(data: bytes, *, kind: str) -> DecodedText:
     return decoded
 
 
-def bytes_to_str(data: bytes, *, declared: str | None = None) -> str:
-    """Decodes text of unknown encoding; refuses binary content (see the module docstring).
-
-    Args:
-        data: the whole object.
-        declared: an encoding the document names for itself (an HTML ``<meta charset>``),
-            tried after UTF-8 and before guessing.
-    """
-    if not data.strip():
-        raise DecodeError("object is empty or only white space", error_class="EmptyObject")
-    for bom, encoding in _BOMS:
-        if data.startswith(bom):
-            return _check_textual(data.decode(encoding, errors="replace"))
-    if b"\x00" in data[:_SAMPLE_BYTES]:
-        wide = _bomless_utf16(data)
-        if wide is None:
-            raise DecodeError(
-                "binary content (NUL bytes) in a text document", error_class="BinaryContent"
-            )
-        return _check_textual(data.decode(wide, errors="replace"))
-    text = _utf8(data)
-    if text is not None:
-        return _check_textual(text)
-    if declared is not None:
-        return _check_textual(data.decode(declared, errors="replace"))
-    return _check_textual(_guess_8bit(data))
-
-
-def _bomless_utf16(data: bytes) -> str | None:
-    """``utf-16-le``/``-be`` when NULs sit in every other byte (mostly-ASCII UTF-16), else None."""
-    sample = data[: _SAMPLE_BYTES - _SAMPLE_BYTES % 2]
-    half = len(sample) // 2
-    if half < 2:
-        return None
-    even_nuls, odd_nuls = sample[0::2].count(0), sample[1::2].count(0)
-    if odd_nuls > 0.3 * half and even_nuls < 0.05 * half:
-        return "utf-16-le"
-    if even_nuls > 0.3 * half and odd_nuls < 0.05 * half:
-        return "utf-16-be"
-    return None
-
-
-def _utf8(data: bytes) -> str | None:
-    """The text if ``data`` is UTF-8: exactly, cut mid-character, or with a few damaged bytes
-    among many valid multi-byte characters (legacy 8-bit text has no valid ones to speak of)."""
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    try:  # a file cut in the middle of a multi-byte character (not cp1252 ending in "é")
-        head = codecs.getincrementaldecoder("utf-8")().decode(data, final=False)
-        if _NON_ASCII.search(head):
-            return head
-    except UnicodeDecodeError:
-        pass
-    text = data.decode("utf-8", errors="replace")
-    damaged = text.count("\ufffd")
-    valid_multibyte = len(text) - len(text.encode("ascii", errors="ignore")) - damaged
-    return text if valid_multibyte >= 10 * damaged else None
-
-
-def _guess_8bit(data: bytes) -> str:
-    from charset_normalizer import from_bytes
-
-    matches = list(from_bytes(data, cp_exclusion=_WIDE_ENCODINGS))
-    western = _cp1252_if_latin(data)
-    if not matches:
-        if western is None:
-            raise DecodeError("no text encoding fits these bytes", error_class="BinaryContent")
-        return western
-    best = matches[0]
-    tied = [m for m in matches if (m.chaos, m.coherence) == (best.chaos, best.coherence)]
-    if western is not None and (
-        best.coherence == 0.0  # no language evidence: a short or accent-light sample
-        or any("cp1252" in m.could_be_from_charset for m in tied)
-    ):
-        return western
-    return str(best)
-
-
-def _cp1252_if_latin(data: bytes) -> str | None:
-    """The cp1252 reading of ``data`` if it looks like Western European text: every non-ASCII
-    character a letter or common typographic mark, and few enough of them (an accent here and
-    there, not whole words as Cyrillic or Greek read through the wrong code page would be)."""
-    high = data.translate(None, _ASCII_BYTES)  # byte-level work: fast on big files
-    if high.translate(None, _CP1252_LETTERS + _CP1252_MARKS):
-        return None  # an undefined byte, a control character or an unlikely symbol
-    non_ascii_letters = len(high.translate(None, _CP1252_MARKS))
-    ascii_letters = len(data.translate(None, _NOT_ASCII_LETTERS))
-    return data.decode("cp1252") if non_ascii_letters * 2 <= ascii_letters else None
-
-
-def _check_textual(text: str) -> str:
-    sample = text[:20000]
-    bad = len(_CONTROL.findall(sample)) + sample.count("\ufffd")
-    if sample and bad / len(sample) > _MAX_BINARY_RATIO:
-        raise DecodeError(
-            f"binary content: {bad} control or undecodable characters in the first {len(sample)}",
-            error_class="BinaryContent",
-        )
-    return text
-
-
-def clean_text(text: str) -> str:
-    """The one text clean-up for every source (documents, PDF text layers, OCR, later
-    transcripts): NFC, no control or non-characters, runs of spaces collapsed, single newlines
-    and paragraph breaks (one blank line) kept; "" when only blanks remain."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\ufeff", "")
-    if "\x1b" in text:
-        text = _ANSI_ESCAPE.sub("", text)
-    text = _STRIPPED.sub("", unicodedata.normalize("NFC", text))
-    lines: list[str] = []
-    for line in text.split("\n"):  # str methods, not regexes: several times faster on big files
-        line = " ".join(line.split())  # every Unicode space, tab or NBSP run → one space
-        if line or (lines and lines[-1]):
-            lines.append(line)
-    return "\n".join(lines).strip()
-
-
 # ---------------------------------------------------------------------------------- Markdown
 
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?)\n(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.S)
-_FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
-_ATX_HEADING = re.compile(r"^\s{0,3}(#{1,6})(?:\s+|$)(.*?)(?:\s+#+)?\s*$")
-_SETEXT_UNDERLINE = re.compile(r"^\s{0,3}(=+|-+)\s*$")
-_THEMATIC_BREAK = re.compile(r"^\s{0,3}([-*_])(?:\s*\1){2,}\s*$")
-_TABLE_DELIMITER = re.compile(r"^\s*\|?\s*:?-+:?\s*(?:\|\s*:?-+:?\s*)*\|?\s*$")
-_LINK_DEFINITION = re.compile(r"^\s{0,3}\[(?!\^)[^\]]+\]:\s*\S+.*$")  # not footnotes
-_BLOCK_QUOTE = re.compile(r"^\s{0,3}(?:>\s?)+")
-_LIST_MARKER = re.compile(r"^\s*(?:[-*+]|\d{1,9}[.)])\s+(?:\[[ xX]\]\s+)?")
-_CODE_SPAN = re.compile(r"(`+)(.+?)\1")
-_INLINE_RULES = [
-    (re.compile(r"!\[([^\]]*)\](?:\([^)]*\)|\[[^\]]*\])"), r"\1"),  # images → alt text
-    (re.compile(r"\[([^\]]+)\](?:\([^)]*\)|\[[^\]]*\])"), r"\1"),  # links → link text
-    (re.compile(r"\[\^[^\]]+\](?::\s*)?"), ""),  # footnote markers (their text stays)
-    (re.compile(r"<((?:https?|ftp|mailto):[^>\s]+)>"), r"\1"),  # autolinks → the address
-    (re.compile(r"</?[A-Za-z][^>\n]*>"), ""),  # inline HTML tags
-    (re.compile(r"(\*\*|__)(?=\S)(.+?)(?<=\S)\1"), r"\2"),  # bold
-    (re.compile(r"(?<![\w*])\*(?=\S)(.+?)(?<=\S)\*(?![\w*])"), r"\1"),  # *italic*
-    (re.compile(r"(?<![\w_])_(?=\S)(.+?)(?<=\S)_(?![\w_])"), r"\1"),  # _italic_
-    (re.compile(r"~~(?=\S)(.+?)(?<=\S)~~"), r"\1"),  # strikethrough
-    (re.compile(r"\\([\\`*_{}\[\]()#+\-.!|>~])"), r"\1"),  # backslash escapes
-]
+_FRONT_MATTER_TITLE = re.compile(r"^title:\s*(.+?)\s*$", re.M)
+_TASK_MARKER = re.compile(r"\[[ xX]\]\s+")
+_FOOTNOTE_MARKER = re.compile(r"\[\^[^\]\s]+\]")
 
 
 def _markdown_to_text(markdown: str) -> tuple[str, str | None, list[str]]:
     """Markdown → readable text, a title (front matter ``title:``, else the first level-1
-    heading) and the headings in order. Markup goes; headings, list items, link text, image alt
-    text and the contents of code blocks and code spans stay, as text."""
+    heading) and the headings in order.
+
+    The document is parsed as CommonMark (with GitHub tables and strikethrough) and its blocks
+    written out as text: headings, paragraphs, list items and table rows one per line, code
+    blocks verbatim, link text and image alt text without their addresses, the visible text of
+    HTML blocks, footnotes without their markers. Blocks that are adjacent in the source stay
+    on adjacent lines (a tight list); a blank line in the source, a heading, a code block or a
+    thematic break makes a paragraph break.
+    """
     markdown = markdown.replace("\r\n", "\n").replace("\r", "\n")
     title = None
     front = _FRONT_MATTER.match(markdown)
     if front:
-        found = re.search(r"^title:\s*(.+?)\s*$", front.group(1), re.M)
+        found = _FRONT_MATTER_TITLE.search(front.group(1))
         title = found.group(1).strip("\"'") if found else None
         markdown = markdown[front.end() :]
-    markdown = re.sub(r"<!--.*?-->", "", markdown, flags=re.S)
     out: list[str] = []
     headings: list[str] = []
-    fence: str | None = None
-    for line in markdown.split("\n"):
-        opener = _FENCE.match(line)
-        if fence is not None:  # inside a code block: the code is text, markup and all
-            if opener and opener.group(1)[0] == fence[0] and len(opener.group(1)) >= len(fence):
-                fence = None
-                out.append("")
-            else:
-                out.append(line)
+    last_line, apart = 0, False  # where the last block ended; whether a break must follow it
+    tokens = _markdown_parser().parse(markdown)
+    for at, token in enumerate(tokens):
+        alone = False
+        if token.type == "inline" and tokens[at - 1].type == "heading_open":
+            text = " ".join(_inline_text(token.children or []).split())
+            if tokens[at - 1].level == 0:  # not one quoted or in a list
+                if title is None and tokens[at - 1].tag == "h1" and text:
+                    title = text
+                headings.append(text)
+            alone = True
+        elif token.type == "inline" and tokens[at - 1].type == "paragraph_open":
+            text = _inline_text(token.children or [])
+            if at >= 2 and tokens[at - 2].type == "list_item_open":
+                text = _TASK_MARKER.sub("", text, count=1) if text.startswith("[") else text
+        elif token.type in ("fence", "code_block"):
+            text, alone = token.content, True
+        elif token.type == "html_block":
+            text = _html_fragment_text(token.content)
+        elif token.type == "table_open":
+            text = _table_text(tokens, at)
+        elif token.type == "hr":
+            text, alone = "", True
+        else:
             continue
-        if opener:
-            fence = opener.group(1)
-            out.append("")
-            continue
-        heading = _ATX_HEADING.match(line)
-        if heading:
-            text = _inline(heading.group(2))
-            if title is None and len(heading.group(1)) == 1 and text:
-                title = text
-            headings.append(text)
-            out.extend(["", text, ""])
-            continue
-        if out and out[-1].strip() and _SETEXT_UNDERLINE.match(line):
-            if title is None and line.strip().startswith("="):
-                title = out[-1].strip()
-            headings.append(out[-1].strip())
-            out.append("")
-            continue
-        if "-" in line and _TABLE_DELIMITER.match(line) and not _THEMATIC_BREAK.match(line):
-            continue  # a table's header/body delimiter row
-        if _THEMATIC_BREAK.match(line) or _LINK_DEFINITION.match(line):
-            out.append("")
-            continue
-        line = _LIST_MARKER.sub("", _BLOCK_QUOTE.sub("", line))
-        out.append(_inline(line))
-    return "\n".join(out), title, headings
+        first_line, end_line = token.map or (last_line, last_line)
+        if not text.strip():  # a thematic break, an HTML comment: a paragraph break
+            apart = True
+        else:
+            if out:
+                out.append("\n\n" if apart or alone or first_line > last_line else "\n")
+            out.append(text)
+            apart = alone
+        last_line = max(last_line, end_line)
+    return "".join(out), title, headings
 
 
-def _inline(line: str) -> str:
-    """Inline markup out of one line; code spans keep their contents verbatim."""
-    pieces, cursor = [], 0
-    for span in _CODE_SPAN.finditer(line):
-        pieces.append(_inline_markup(line[cursor : span.start()]))
-        pieces.append(span.group(2).strip())
-        cursor = span.end()
-    pieces.append(_inline_markup(line[cursor:]))
-    return "".join(pieces)
+@functools.cache
+def _markdown_parser() -> MarkdownIt:
+    from markdown_it import MarkdownIt
+
+    parser = MarkdownIt("commonmark").enable(["table", "strikethrough"])
+    # Footnotes (a GitHub extension): a definition is kept as a paragraph of text, not read as
+    # a link reference definition; markers are dropped.
+    parser.block.ruler.at("reference", _reference_not_footnote)
+    parser.inline.ruler.before("link", "footnote_marker", _footnote_marker)
+    return parser
 
 
-def _inline_markup(text: str) -> str:
-    for pattern, replacement in _INLINE_RULES:
-        text = pattern.sub(replacement, text)
-    if "|" in text:  # table rows: cells separated by spaces
-        text = " ".join(cell.strip() for cell in text.strip().strip("|").split("|"))
-    return text
+def _reference_not_footnote(
+    state: StateBlock, start_line: int, end_line: int, silent: bool
+) -> bool:
+    from markdown_it.rules_block import reference
+
+    line_start = state.bMarks[start_line] + state.tShift[start_line]
+    if state.src.startswith("[^", line_start):
+        return False
+    return reference(state, start_line, end_line, silent)
+
+
+def _footnote_marker(state: StateInline, silent: bool) -> bool:
+    """``[^label]`` → nothing; at the start of a paragraph, ``[^label]:`` (a definition)."""
+    marker = _FOOTNOTE_MARKER.match(state.src, state.pos, state.posMax)
+    if marker is None:
+        return False
+    end = marker.end()
+    if state.pos == 0 and state.src.startswith(":", end):
+        end += 1
+        while end < state.posMax and state.src[end] in " \t":
+            end += 1
+    state.pos = end
+    return True
+
+
+def _inline_text(children: Sequence[Token]) -> str:
+    """Visible text of inline tokens: text and code spans as written, line breaks kept, link
+    and emphasis markup and inline HTML dropped, images as their alt text."""
+    parts = []
+    for child in children:
+        if child.type in ("text", "text_special", "code_inline"):
+            parts.append(child.content)
+        elif child.type in ("softbreak", "hardbreak"):
+            parts.append("\n")
+        elif child.type == "image":
+            parts.append(_inline_text(child.children or []))
+    return "".join(parts)
+
+
+def _table_text(tokens: Sequence[Token], at: int) -> str:
+    """A table's rows, one per line, its cells separated by spaces."""
+    rows: list[str] = []
+    cells: list[str] = []
+    for index in range(at + 1, len(tokens)):
+        token = tokens[index]
+        if token.type == "table_close":
+            break
+        if token.type == "inline":
+            cells.append(" ".join(_inline_text(token.children or []).split()))
+        elif token.type == "tr_close":
+            rows.append(" ".join(cell for cell in cells if cell))
+            cells = []
+    return "\n".join(rows)
+
+
+def _html_fragment_text(html: str) -> str:
+    """What a browser shows of an HTML block in Markdown (none of a comment or a script)."""
+    from resiliparse.extract.html2text import extract_plain_text
+    from resiliparse.parse.html import HTMLTree
+
+    options = {"alt_texts": False, "links": False, "form_fields": False, "main_content": False}
+    return extract_plain_text(HTMLTree.parse(html), **options)
 
 
 # -------------------------------------------------------------------------------------- HTML

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -23,7 +22,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
     import torch
 
-    from mrag.config import IngestConfig
+    from mrag.embed import EmbedOptions
 
 log = logging.getLogger(__name__)
 
@@ -228,50 +227,55 @@ def vector_column(vectors: np.ndarray, valid: np.ndarray | None = None) -> pa.Ar
     return pa.FixedSizeListArray.from_arrays(flat, dim, mask=mask)
 
 
-class ClipEmbedStage:
-    """Ray Data callable class: adds the ``clip`` vector to chunk rows and drops their pixels.
+class ClipSpaceEmbedder:
+    """The ``clip`` space (:class:`mrag.embed.SpaceEmbedder`): rows with pixels go through the
+    image tower, text rows through the text tower, so an image query can reach text and a text
+    query images. A row whose pixels hold several frames (a video segment's keyframes) gets
+    the normalised mean of their vectors: the segment as a whole, in the frames' own space."""
 
-    Rows with pixels (``image``, ``pdf_page``) go through the image tower, ``text`` rows through
-    the text tower, so an image query can reach text and a text query can reach images. Rows that
-    failed upstream pass through with a null vector so the writer can record them. Every row
-    names the model (``clip_model``) and the weights (``clip_weights_id``) that made its vector.
-    """
-
-    def __init__(self, spec: ModelSpec, ingest: IngestConfig, weights: str = "", seed: int = 0):
-        device = pick_device(ingest.embed_num_gpus)
+    def __init__(self, spec: ModelSpec, options: EmbedOptions) -> None:
+        self.spec = spec
         self.embedder = ClipEmbedder(
             spec,
-            weights=weights,
-            device=device,
-            dtype=ingest.dtype,
-            batch_size=ingest.embed_batch_size,
-            num_threads=ingest.torch_threads or os.cpu_count() or 1,
-            seed=seed,
+            weights=options.weights,
+            device=options.device,
+            dtype=options.dtype,
+            batch_size=options.batch_size,
+            num_threads=options.num_threads,
+            seed=options.seed,
         )
+        self.embed_dim = spec.embed_dim
+        self.weights_id = self.embedder.weights_id
 
-    def __call__(self, rows: pa.Table) -> pa.Table:
-        import pyarrow as pa
-
-        size = self.embedder.spec.image_size
-        ok = [not e for e in rows["error_class"].to_pylist()]
+    def embed_rows(self, rows: pa.Table, candidates: list[int]) -> tuple[list[int], np.ndarray]:
+        size = self.spec.image_size
+        frame_bytes = size * size * 3
         pixels = rows["pixels"].to_pylist()
         texts = rows["text"].to_pylist()
         modalities = rows["modality"].to_pylist()
-        image_rows = [i for i, good in enumerate(ok) if good and pixels[i]]
+        image_rows = [i for i in candidates if pixels[i]]
         text_rows = [
-            i for i, good in enumerate(ok) if good and modalities[i] == "text" and texts[i]
+            i for i in candidates if not pixels[i] and modalities[i] == "text" and texts[i]
         ]
-        vectors = np.zeros((rows.num_rows, self.embedder.embed_dim), dtype=np.float32)
+        vectors = np.zeros((len(image_rows) + len(text_rows), self.embed_dim), dtype=np.float32)
         if image_rows:
+            frames = [len(pixels[i]) // frame_bytes for i in image_rows]
             stacked = np.frombuffer(b"".join(pixels[i] for i in image_rows), dtype=np.uint8)
-            vectors[image_rows] = self.embedder.embed_images(stacked.reshape(-1, size, size, 3))
+            per_frame = self.embedder.embed_images(stacked.reshape(-1, size, size, 3))
+            if max(frames) == 1:
+                vectors[: len(image_rows)] = per_frame
+            else:
+                owner = np.repeat(np.arange(len(image_rows)), frames)
+                pooled = np.zeros((len(image_rows), self.embed_dim), dtype=np.float32)
+                np.add.at(pooled, owner, per_frame)
+                norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+                vectors[: len(image_rows)] = pooled / np.maximum(norms, 1e-12)
         if text_rows:
-            vectors[text_rows] = self.embedder.embed_texts([texts[i] for i in text_rows])
-        valid = np.zeros(rows.num_rows, dtype=bool)
-        valid[image_rows + text_rows] = True
-        return (
-            rows.drop_columns(["pixels"])
-            .append_column("clip", vector_column(vectors, valid))
-            .append_column("clip_model", pa.array([self.embedder.spec.name] * rows.num_rows))
-            .append_column("clip_weights_id", pa.array([self.embedder.weights_id] * rows.num_rows))
-        )
+            vectors[len(image_rows) :] = self.embedder.embed_texts([texts[i] for i in text_rows])
+        return image_rows + text_rows, vectors
+
+    def embed_queries(self, texts: list[str]) -> np.ndarray:
+        return self.embedder.embed_texts(texts)
+
+    def embed_query_images(self, pixels: np.ndarray) -> np.ndarray:
+        return self.embedder.embed_images(pixels)

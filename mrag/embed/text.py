@@ -35,14 +35,13 @@ scipy), paid once per actor or replica.
 from __future__ import annotations
 
 import logging
-import os
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mrag.embed.clip import pick_device, torch_dtype, vector_column
+from mrag.embed.clip import torch_dtype
 from mrag.errors import ConfigError
-from mrag.models import ModelSpec, resolve_weights
+from mrag.models import ModelSpec, resolve_weights, weights_id
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -51,7 +50,7 @@ if TYPE_CHECKING:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from mrag.config import IngestConfig
+    from mrag.embed import EmbedOptions
 
 log = logging.getLogger(__name__)
 
@@ -206,34 +205,30 @@ def with_context(text: str, context: str | None) -> str:
     return f"{context}\n{text}" if context else text
 
 
-class TextEmbedStage:
-    """Ray Data callable class: fills ``text_vec`` for good ``text`` rows (null elsewhere)."""
+class TextSpaceEmbedder:
+    """The ``text_vec`` space (:class:`mrag.embed.SpaceEmbedder`): chunk text with its context
+    (title, section) as passages, and queries with the model's query prompt. Rows without text
+    (a recording with no speech in it) get no vector."""
 
-    def __init__(self, spec: ModelSpec, ingest: IngestConfig, weights: str = "") -> None:
+    def __init__(self, spec: ModelSpec, options: EmbedOptions) -> None:
+        self.spec = spec
         self.embedder = HFTextEmbedder(
             spec,
-            weights=weights,
-            device=pick_device(ingest.embed_num_gpus),
-            dtype=ingest.dtype,
-            batch_size=ingest.embed_batch_size,
-            num_threads=ingest.torch_threads or os.cpu_count() or 1,
+            weights=options.weights,
+            device=options.device,
+            dtype=options.dtype,
+            batch_size=options.batch_size,
+            num_threads=options.num_threads,
         )
+        self.embed_dim = spec.embed_dim
+        self.weights_id = weights_id(spec, options.weights)
 
-    def __call__(self, rows: pa.Table) -> pa.Table:
-        import pyarrow as pa
-
-        errors = rows["error_class"].to_pylist()
+    def embed_rows(self, rows: pa.Table, candidates: list[int]) -> tuple[list[int], np.ndarray]:
         texts = rows["text"].to_pylist()
         contexts = rows["context"].to_pylist() if "context" in rows.column_names else None
-        modalities = rows["modality"].to_pylist()
-        todo = [i for i, e in enumerate(errors) if not e and modalities[i] == "text" and texts[i]]
-        vectors = np.zeros((rows.num_rows, self.embedder.embed_dim), dtype=np.float32)
-        if todo:
-            passages = [with_context(texts[i], contexts[i] if contexts else None) for i in todo]
-            vectors[todo] = self.embedder.embed_texts(passages)
-        valid = np.zeros(rows.num_rows, dtype=bool)
-        valid[todo] = True
-        model = [self.embedder.spec.name if v else None for v in valid]
-        return rows.append_column("text_vec", vector_column(vectors, valid)).append_column(
-            "text_model", pa.array(model, pa.string())
-        )
+        todo = [i for i in candidates if texts[i] and texts[i].strip()]
+        passages = [with_context(texts[i], contexts[i] if contexts else None) for i in todo]
+        return todo, self.embedder.embed_texts(passages)
+
+    def embed_queries(self, texts: list[str]) -> np.ndarray:
+        return self.embedder.embed_queries(texts)

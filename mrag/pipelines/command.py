@@ -23,8 +23,11 @@ def run_command(command: Callable[[argparse.Namespace], int], args: argparse.Nam
         stream=sys.stderr,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    from mrag.ray_runtime import harmless_stderr_dropped
+
     try:
-        return command(args)
+        with harmless_stderr_dropped():
+            return command(args)
     except MragError as exc:
         name = getattr(args, "command", None) or getattr(command, "__module__", "mrag")
         print(f"mrag {name}: error: {exc}", file=sys.stderr)

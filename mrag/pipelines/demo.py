@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     import argparse
     from collections.abc import Sequence
 
+    from mrag.query import QueryEngine
+
 _COLOURS = {
     "red": (220, 30, 30),
     "green": (30, 170, 60),
@@ -106,7 +108,23 @@ def make_sample_corpus(folder: Path, seed: int = 7) -> list[Path]:
     for name, text in SAMPLE_DOCUMENTS.items():
         _write_if_changed(folder / name, text.encode())
     _write_if_changed(folder / "broken.jpg", b"\xff\xd8\xff\xe0 this is not really a JPEG")
+    _write_media(folder)
     return paths
+
+
+def _write_media(folder: Path) -> None:
+    """A spoken recording and a narrated three-scene video (silent without espeak-ng)."""
+    from mrag.pipelines import demo_media
+
+    narration = None
+    if demo_media.have_speech_synthesis():
+        talk = demo_media.speech(demo_media.TALK, 20.0)
+        _write_if_changed(folder / "harbour-tour.wav", demo_media.wav_bytes(talk))
+        scenes_s = demo_media.SCENE_S * len(demo_media.SCENES)
+        narration = demo_media.speech(demo_media.NARRATION, scenes_s)
+    video = demo_media.scenes_mp4(narration)
+    if not (folder / "three-scenes.mp4").is_file():  # re-encoding is not byte-identical
+        (folder / "three-scenes.mp4").write_bytes(video)
 
 
 def _write_if_changed(path: Path, data: bytes) -> None:
@@ -129,8 +147,8 @@ def run_demo(folder: Path, *, profile: str = "offline", clip_weights: str | None
         profile=profile, overrides={"db_uri": db_uri, "clip_weights": clip_weights}
     )
     print(
-        f"mrag demo: {len(images)} images, {len(SAMPLE_DOCUMENTS)} documents and 1 corrupt "
-        f"file in {corpus}"
+        f"mrag demo: {len(images)} images, {len(SAMPLE_DOCUMENTS)} documents, a recording, "
+        f"a video and 1 corrupt file in {corpus}"
     )
     print(f"  profile {config.profile}: CLIP {config.clip_model}, text {config.text_model}")
     summary = run_ingest(config, [str(corpus)])
@@ -145,6 +163,7 @@ def run_demo(folder: Path, *, profile: str = "offline", clip_weights: str | None
         print(f"\ntext search {text!r}:")
         for rank, hit in enumerate(engine.search(text, k=3), 1):
             print(f"  {rank}. {hit.score:+.4f}  {Path(hit.uri).name} ({hit.modality})")
+    _search_media(engine, corpus)
 
     question = "How do I encrypt a file for someone else?"
     print(f"\nmrag ask {question!r} ({config.generate.generator} generator):")
@@ -179,6 +198,32 @@ def run_demo(folder: Path, *, profile: str = "offline", clip_weights: str | None
         '\n                     curl -s localhost:8000/v1/answer -d \'{"query": "saturn rings"}\'',
         file=sys.stdout,
     )
+
+
+def _search_media(engine: QueryEngine, corpus: Path) -> None:
+    """A moment in the recording found by what is said, and in the video by a frame."""
+    import io
+
+    from PIL import Image
+
+    from mrag.locators import format_time_range
+    from mrag.pipelines import demo_media
+
+    def show(hits: list) -> None:
+        for rank, hit in enumerate(hits, 1):
+            where = ""
+            if hit.start_s is not None and hit.end_s is not None:
+                where = f" {format_time_range(hit.start_s, hit.end_s)}"
+            print(f"  {rank}. {hit.score:+.4f}  {Path(hit.uri).name}{where} ({hit.modality})")
+
+    if (corpus / "harbour-tour.wav").is_file():
+        text = "what cut the cable to the island?"
+        print(f"\nspoken-word search {text!r} (the moment it is said, mm:ss–mm:ss):")
+        show(engine.search(text, k=3, filters={"modality": ["audio_segment", "video_segment"]}))
+    frame = io.BytesIO()
+    Image.fromarray(demo_media.scene_image(1)).save(frame, format="PNG")
+    print("\nimage search with a frame of the video's second scene (00:03–00:06 of it):")
+    show(engine.search(None, image=frame.getvalue(), k=3))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

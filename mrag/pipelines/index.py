@@ -21,6 +21,7 @@ import numpy as np
 from mrag.config import add_config_arguments, config_from_args
 from mrag.errors import TableNotFoundError
 from mrag.pipelines.command import run_command
+from mrag.spaces import SPACES
 from mrag.store import schema
 
 if TYPE_CHECKING:
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     from mrag.config import IndexConfig
     from mrag.store.lance import Store
 
-VECTOR_COLUMNS = ("clip", "text_vec")
 SCALAR_INDICES = {"modality": "BITMAP", "uri": "BTREE", "asset_id": "BTREE", "page": "BTREE"}
 
 
@@ -99,7 +99,7 @@ def build_indices(
             table.create_scalar_index(column, index_type=index_type)
         report.scalar.append(f"{column} ({index_type})")
 
-    for column in VECTOR_COLUMNS:
+    for column in (c for c in SPACES if c in table.schema.names):
         n_rows = table.count_rows(f"{column} IS NOT NULL")
         dim = table.schema.field(column).type.list_size
         choice = choose_vector_index(n_rows, dim, config)

@@ -29,9 +29,11 @@ from mrag import storage
 from mrag.config import add_config_arguments, config_from_args, object_kind
 from mrag.decode.stage import DecodeStage
 from mrag.embed.stage import EmbedStage
+from mrag.kinds import KINDS
 from mrag.models import get_model_spec, weights_id
 from mrag.pipelines.command import run_command
 from mrag.ray_runtime import init_ray, quiet_ray_data
+from mrag.spaces import get_space, spaces_for_modalities
 from mrag.store import schema
 from mrag.store.lance import Store
 from mrag.store.writer import LanceWriteStage
@@ -45,6 +47,8 @@ if TYPE_CHECKING:
     import ray.data
 
     from mrag.config import IngestConfig, MragConfig
+    from mrag.decode import SpeechSettings
+    from mrag.models import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -136,8 +140,9 @@ class Progress:
         )
 
 
-def _decode(batch: dict[str, np.ndarray], **kwargs: Any) -> pa.Table:
-    return DecodeStage(**kwargs)(batch)
+def _decode(batch: dict[str, np.ndarray], **kwargs: Any) -> Iterator[pa.Table]:
+    """A table per object: Ray Data takes each as soon as it exists (a generator UDF)."""
+    yield from DecodeStage(**kwargs).tables(batch)
 
 
 def decode_task_count(n_objects: int, ingest: IngestConfig) -> int:
@@ -147,7 +152,68 @@ def decode_task_count(n_objects: int, ingest: IngestConfig) -> int:
     return max(1, min(wanted, n_objects, 2000))
 
 
-def build_dataset(config: MragConfig, objects: pa.Table) -> ray.data.Dataset:
+@dataclass(frozen=True)
+class JobModels:
+    """The models a job's objects need: the spaces their chunk modalities are embedded in, and
+    the speech recogniser when some kind transcribes (recordings, videos)."""
+
+    kinds: frozenset[str]
+    spaces: dict[str, tuple[ModelSpec, str]]  # column → (spec, weights override)
+    speech: SpeechSettings | None
+
+    @classmethod
+    def for_objects(cls, config: MragConfig, uris: Iterable[str]) -> JobModels:
+        ingest = config.ingest
+        kinds = frozenset(object_kind(u, ingest.extensions) or "unknown" for u in uris)
+        produced = {m for k in kinds if k in KINDS for m in KINDS[k].produces}
+        wanted = spaces_for_modalities(produced)
+        spaces = {
+            column: (get_model_spec(config.space_model(column)), config.space_weights(column))
+            for column in config.active_spaces()
+            if column in wanted
+        }
+        speech = None
+        speech_model = ingest.speech_model
+        if (
+            speech_model
+            and speech_model != "none"
+            and any(KINDS[k].uses_speech for k in kinds if k in KINDS)
+        ):
+            from mrag.decode import SpeechSettings
+
+            speech = SpeechSettings(
+                get_model_spec(speech_model),
+                ingest.speech_weights,
+                device="cuda" if ingest.decode_num_gpus > 0 else "cpu",
+                threads=max(1, math.ceil(ingest.decode_num_cpus)),
+            )
+        return cls(kinds, spaces, speech)
+
+    @property
+    def has_text(self) -> bool:
+        """Documents, transcripts: rows of many chunks per object, sorted into text batches."""
+        return any(k not in ("image", "unknown") for k in self.kinds)
+
+    @property
+    def keeps_audio(self) -> bool:
+        """Some space of the job embeds sound: audio rows carry their samples to it."""
+        return any(get_space(column).needs_audio for column in self.spaces)
+
+    def provenance(self, config: MragConfig) -> schema.ChunkProvenance:
+        """Finds every model's weights (or fails, saying how to provide them) and names them:
+        the database must hold vectors of one model and one set of weights per column."""
+        return {
+            column: schema.VectorSource(spec.name, weights_id(spec, weights, seed=config.seed))
+            for column, (spec, weights) in self.spaces.items()
+        }
+
+    def widths(self) -> dict[str, int]:
+        return {column: spec.embed_dim for column, (spec, _) in self.spaces.items()}
+
+
+def build_dataset(
+    config: MragConfig, objects: pa.Table, models: JobModels | None = None
+) -> ray.data.Dataset:
     """The Ray Data plan: a short list of stages, each with the resources it declares.
 
     The write is not part of the plan: :func:`run_ingest` commits the embedded rows from the
@@ -161,15 +227,14 @@ def build_dataset(config: MragConfig, objects: pa.Table) -> ray.data.Dataset:
     from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
     ingest = config.ingest
+    models = models or JobModels.for_objects(config, objects["uri"].to_pylist())
     clip_spec = get_model_spec(config.clip_model)
-    text_spec = get_model_spec(config.text_model)
     read_blocks = decode_task_count(objects.num_rows, ingest)
-    has_text = any(object_kind(u, ingest.extensions) != "image" for u in objects["uri"].to_pylist())
     step = math.ceil(objects.num_rows / read_blocks)
     listing = ray.data.from_arrow(
         [objects.slice(start, step) for start in range(0, max(objects.num_rows, 1), step)]
     )
-    if has_text:  # this dataset's context only; image jobs keep Ray's default
+    if models.has_text:  # this dataset's context only; image jobs keep Ray's default
         listing.context.target_max_block_size = TEXT_BLOCK_BYTES
     return listing.map_batches(
         _decode,
@@ -178,29 +243,25 @@ def build_dataset(config: MragConfig, objects: pa.Table) -> ray.data.Dataset:
             # The model's own resize/crop (open_clip's config, via the spec), done here on
             # cheap CPU tasks; the embed actor only normalises.
             "preprocess": clip_spec.image_preprocess,
-            "text_spec": text_spec,
+            "text_spec": get_model_spec(config.text_model),
             "text_weights": config.text_weights,
+            "speech": models.speech,
+            "keep_audio": models.keeps_audio,
         },
         batch_size=ingest.read_batch_size,
         batch_format="numpy",
         num_cpus=ingest.decode_num_cpus,
+        num_gpus=ingest.decode_num_gpus if models.speech else 0,
         # Bounded: a burst of worker processes starting at once would steal the CPU the
         # model actor needs to load; decode is ~10x cheaper than the forward pass anyway.
         compute=TaskPoolStrategy(size=ingest.decode_tasks),
     ).map_batches(
         EmbedStage,
-        fn_constructor_kwargs={
-            "clip_spec": clip_spec,
-            # Only documents make text rows; an image-only job never loads the text encoder.
-            "text_spec": text_spec if has_text else None,
-            "ingest": ingest,
-            "clip_weights": config.clip_weights,
-            "text_weights": config.text_weights,
-            "seed": config.seed,
-        },
+        # Only the spaces this job's rows need: an image-only job never loads the text encoder.
+        fn_constructor_kwargs={"spaces": models.spaces, "ingest": ingest, "seed": config.seed},
         # Text calls are sorted by length into embed_batch_size batches: a wider window
         # means less padding (measured ~30% faster than arrival order).
-        batch_size=ingest.text_sort_window if has_text else ingest.embed_batch_size,
+        batch_size=ingest.text_sort_window if models.has_text else ingest.embed_batch_size,
         batch_format="pyarrow",
         compute=ActorPoolStrategy(size=ingest.embed_actors),
         num_cpus=ingest.embed_num_cpus,
@@ -350,21 +411,10 @@ def run_ingest(
     under ``sources`` are removed too. Progress goes to stderr every few seconds; a JSON report
     of the run is written beside the tables.
     """
-    clip_spec = get_model_spec(config.clip_model)
-    text_spec = get_model_spec(config.text_model)
-    # Finds both models' weights (or fails, saying how to provide them) and names them: the
-    # database must hold vectors of one model and one set of weights per column.
-    provenance = schema.ChunkProvenance(
-        clip=schema.VectorSource(
-            clip_spec.name, weights_id(clip_spec, config.clip_weights, seed=config.seed)
-        ),
-        text=schema.VectorSource(text_spec.name, weights_id(text_spec, config.text_weights)),
-    )
     summary = IngestSummary(run_id=uuid.uuid4().hex[:12])
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     started = time.perf_counter()
     store = Store(config.db_uri)
-    store.ensure_tables(clip_spec.embed_dim, text_spec.embed_dim, provenance)
     listing = listing_table(storage.list_objects(sources, config.ingest.extensions))
     if sync:
         from mrag.pipelines.prune import prune_gone
@@ -373,6 +423,11 @@ def run_ingest(
     todo, summary.skipped = plan(store, listing, config.ingest.retry_failed)
     summary.seen = listing.num_rows
     del listing
+    # Fails here, before any work, when a model's weights cannot be found or the database's
+    # vectors were made by another model or other weights.
+    models = JobModels.for_objects(config, todo["uri"].to_pylist())
+    provenance = models.provenance(config)
+    store.ensure_tables(models.widths(), provenance)
     writer = LanceWriteStage(config.db_uri, provenance, run_id=summary.run_id)
     if todo.num_rows:
         # Every row of an object to (re)do goes first: an old version's, or a killed run's
@@ -381,7 +436,7 @@ def run_ingest(
         summary.ray_startup_s = init_ray(config.ray_address)
         quiet_ray_data()
         started += summary.ray_startup_s
-        dataset = build_dataset(config, todo)
+        dataset = build_dataset(config, todo, models)
         shown = Progress(todo.num_rows) if progress else None
         error_class: dict[str, str] = {}  # uri → why it failed or was cut short
         # Fault injection (crash tests only): hold the driver this long after each commit, so
@@ -427,7 +482,7 @@ def run_ingest(
         "errors_by_class": dict(Counter(summary.failed) + Counter(summary.partial)),
         "models": {
             column: {"model": source.model, "weights_id": source.weights_id}
-            for column, source in provenance.by_column().items()
+            for column, source in provenance.items()
         },
         "pipeline_version": schema.PIPELINE_VERSION,
         "versions": _versions(),

@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mrag.errors import ConfigError
+from mrag.locators import format_time_range
 from mrag.rerank.base import VISUAL_MODALITIES
 
 if TYPE_CHECKING:
@@ -159,7 +160,7 @@ class Evidence:
 
     @property
     def locator(self) -> str:
-        """Where in the asset, for a citation line: ``p. 3-4``, ``chars 0-812``, ``12.0-15.5 s``."""
+        """Where in the asset, for a citation line: ``p. 3-4``, ``chars 0-812``, ``00:12–00:15``."""
         parts = []
         if self.page is not None:
             same = self.page_end in (None, self.page)
@@ -167,7 +168,7 @@ class Evidence:
         if self.char_start is not None and self.char_end is not None:
             parts.append(f"chars {self.char_start}-{self.char_end}")
         if self.start_s is not None and self.end_s is not None:
-            parts.append(f"{self.start_s:.1f}-{self.end_s:.1f} s")
+            parts.append(format_time_range(self.start_s, self.end_s))
         return ", ".join(parts)
 
     def citation(self) -> str:

@@ -13,20 +13,21 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mrag.errors import MragError
+from mrag.spaces import BM25, SPACES
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from mrag.config import MragConfig, RetrievalConfig
 
-#: Spaces searched by vector (the ``chunks`` column of the same name); ``bm25`` is full-text.
-VECTOR_SPACES = ("clip", "text_vec")
-#: Which search modes draw on which spaces.
-MODE_SPACES = {
-    "vector": frozenset(VECTOR_SPACES),
-    "fts": frozenset({"bm25"}),
-    "hybrid": frozenset({*VECTOR_SPACES, "bm25"}),
-}
+
+def mode_spaces(mode: str) -> frozenset[str]:
+    """The spaces a search mode draws on: every registered vector space, BM25, or both."""
+    vector = frozenset(SPACES)
+    return {"vector": vector, "fts": frozenset({BM25}), "hybrid": vector | {BM25}}[mode]
+
+
+MODES = ("vector", "fts", "hybrid")
 
 
 @dataclass(frozen=True)
@@ -62,14 +63,12 @@ class RetrievalPlan:
 
 
 def random_spaces(config: MragConfig) -> dict[str, bool]:
-    """``{space: the model behind it has random weights}`` for the configured models."""
+    """``{space: the model behind it has random weights}`` for the spaces ``config`` turns on
+    (and BM25); a list over a space missing here is not planned."""
     from mrag.models import get_model_spec
 
-    return {
-        "clip": get_model_spec(config.clip_model).random_init,
-        "text_vec": get_model_spec(config.text_model).random_init,
-        "bm25": False,
-    }
+    spaces = {c: get_model_spec(config.space_model(c)).random_init for c in config.active_spaces()}
+    return {**spaces, BM25: False}
 
 
 def check_weights(retrieval: RetrievalConfig, weights: Mapping[str, float] | None) -> None:
@@ -93,15 +92,19 @@ def build_plan(
 ) -> RetrievalPlan:
     """The lists that serve ``query_kind`` in ``mode``, minus those that cannot contribute.
 
-    A list is left out when its weight is 0 or when the request's modality filter and the
-    list's modalities have nothing in common (nothing it could return would pass the filter).
+    A list is left out when its weight is 0, when the request's modality filter and the
+    list's modalities have nothing in common (nothing it could return would pass the filter),
+    or when ``random_by_space`` (the spaces the config turns on, from :func:`random_spaces`)
+    does not name its space; an empty mapping turns every space on.
     """
-    if mode not in MODE_SPACES:
-        raise MragError(f"mode must be one of {', '.join(MODE_SPACES)}, got {mode!r}")
+    if mode not in MODES:
+        raise MragError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     check_weights(retrieval, weights)
     planned = []
     for name, spec in retrieval.lists.items():
-        if spec.query != query_kind or spec.space not in MODE_SPACES[mode]:
+        if spec.query != query_kind or spec.space not in mode_spaces(mode):
+            continue
+        if random_by_space and spec.space not in random_by_space:  # a space turned off
             continue
         weight = (weights or {}).get(name, retrieval.weight(name))
         if weight <= 0:

@@ -33,7 +33,8 @@ from mrag.config import ChunkModality as Modality
 from mrag.errors import MragError
 from mrag.retrieve.fusion import RankedList, fuse
 from mrag.retrieve.hits import Hit
-from mrag.retrieve.plan import VECTOR_SPACES, PlannedList, RetrievalPlan, build_plan, random_spaces
+from mrag.retrieve.plan import PlannedList, RetrievalPlan, build_plan, random_spaces
+from mrag.spaces import BM25
 from mrag.store import schema
 
 if TYPE_CHECKING:
@@ -136,6 +137,22 @@ class SearchFilters(BaseModel):
         StrictInt | None, Field(ge=1), explain("filters.page must be a page number >= 1")
     ] = Field(None, description="Only chunks of this page (PDF pages count from 1).")
 
+    time_range: Annotated[
+        tuple[float, float] | None,
+        explain("filters.time_range must be [start_s, end_s] in seconds"),
+    ] = Field(
+        None,
+        description="Only audio and video chunks whose time span overlaps [start_s, end_s].",
+    )
+
+    @model_validator(mode="after")
+    def _time_range_in_order(self) -> SearchFilters:
+        if self.time_range is not None:
+            start_s, end_s = self.time_range
+            if not (0 <= start_s <= end_s < float("inf")):
+                raise invalid("filters.time_range must be [start_s, end_s] with 0 <= start <= end")
+        return self
+
     @model_validator(mode="before")
     @classmethod
     def _an_object_of_known_keys(cls, data: Any) -> Any:
@@ -171,6 +188,9 @@ class SearchFilters(BaseModel):
             clauses.append(f"starts_with(uri, {schema.sql_literal(self.uri_prefix)})")
         if self.page is not None:
             clauses.append(f"page = {int(self.page)}")
+        if self.time_range is not None:
+            start_s, end_s = (float(v) for v in self.time_range)
+            clauses.append(f"end_s >= {start_s!r} AND start_s <= {end_s!r}")
         return " AND ".join(clauses) or None
 
 
@@ -228,6 +248,7 @@ class _TableState:
     fts_columns: tuple[str, ...] = ()
     #: space → the modalities of rows that have a vector in it (bm25: every modality present).
     space_modalities: dict[str, frozenset[str]] = field(default_factory=dict)
+    columns: frozenset[str] = frozenset()
 
     @property
     def has_fts(self) -> bool:
@@ -311,10 +332,11 @@ class Retriever:
                 for column in index.columns:
                     state.index_settings[column] = index_query_settings(table, index)
         names = set(table.schema.names)
+        state.columns = frozenset(names)
         model_columns = {
-            space: schema.VECTOR_COLUMNS[space][0]
-            for space in VECTOR_SPACES
-            if space in schema.VECTOR_COLUMNS and schema.VECTOR_COLUMNS[space][0] in names
+            space: model_column
+            for space, (model_column, _) in schema.vector_columns().items()
+            if model_column in names
         }
         if "modality" in names:
             # Small string columns (a model column is set exactly where its vector is), read
@@ -476,8 +498,7 @@ class Retriever:
         *,
         k: int,
         text: str | None = None,
-        clip_vector: np.ndarray | None = None,
-        text_vector: np.ndarray | None = None,
+        vectors: Mapping[str, Any] | None = None,
         filters: SearchFilters | None = None,
         include_thumbnail: bool = False,
         fusion: str | None = None,
@@ -486,7 +507,8 @@ class Retriever:
         """One entry point for every mode; callers pass the query vectors they computed.
 
         A text query (``text`` given) is planned over the text lists, an image query (only
-        ``clip_vector``) over the image lists; lists whose vector was not passed are skipped.
+        ``vectors``, ``{"clip": ...}``) over the image lists; lists whose space has no vector
+        in ``vectors`` are skipped.
         Each list is retrieved ``retrieval.list_depth`` deep (at least ``k``), so fusion can
         promote hits that rank well in several lists. A vector may be a ``Future`` still being
         computed: lists that do not need it (BM25, the other space) run meanwhile.
@@ -495,26 +517,30 @@ class Retriever:
         plan = self.plan(
             query_kind=query_kind, mode=mode, filters=filters, fusion=fusion, weights=weights
         )
-        vectors = {"clip": clip_vector, "text_vec": text_vector}
+        vectors = {k: v for k, v in (vectors or {}).items() if v is not None}
         runnable = [
             item
             for item in plan.lists
-            if (text if item.space == "bm25" else vectors.get(item.space)) is not None
+            if (text if item.space == BM25 else vectors.get(item.space)) is not None
         ]
         if not runnable:  # nothing to search with, or the filters rule every list out
-            if text is None and (mode == "fts" or clip_vector is None):
+            if text is None and (mode == "fts" or not vectors):
                 raise MragError(f"mode {mode!r} needs a text query")
             return []
         state = self._table_state()
         if state is None:
             return []
+        # A space the database has no column for yet (no job has needed it) has nothing to find.
+        runnable = [i for i in runnable if i.space == BM25 or i.space in state.columns]
+        if not runnable:
+            return []
         if mode == "hybrid" and not state.has_fts and len(runnable) > 1:
             # Hybrid still answers before `mrag index` has built the text index.
-            runnable = [i for i in runnable if i.space != "bm25"] or runnable
+            runnable = [i for i in runnable if i.space != BM25] or runnable
         depth = max(k, self.retrieval.list_depth)
 
         def retrieve(item: PlannedList) -> list[Hit]:
-            if item.space == "bm25":
+            if item.space == BM25:
                 return self._fts_list(state, item, text, depth, filters, include_thumbnail)
             vector = vectors[item.space]
             if isinstance(vector, Future):

@@ -1,4 +1,4 @@
-"""The query encoder deployment: CLIP (text and image) and the text model, batched across callers.
+"""The query encoder deployment: every embedding space's query model, batched across callers.
 
 Pickled by value by Serve (the module attribute is the Deployment, not the class), so every global
 the methods use is a module or a function importable from a module.
@@ -16,6 +16,7 @@ from ray import serve
 
 from mrag.errors import ConfigError
 from mrag.models import get_model_spec
+from mrag.spaces import get_space
 
 if TYPE_CHECKING:
     from mrag.config import MragConfig
@@ -30,11 +31,11 @@ USER_CONFIG_KEYS = ("max_batch_size", "batch_wait_timeout_s")
 class QueryEncoder:
     """The query models behind the API, one text or image per call, batched across callers.
 
-    CLIP embeds texts and images (``encode_text``, ``encode_image``: the ``clip`` space) and the
-    text model embeds texts (``encode_query``: ``text_vec``); ``encode_text_spaces`` does both
-    for one text in one call (what a hybrid text query needs). Each ``encode_*`` validates its
-    single input and then queues it on a ``@serve.batch`` method, so a bad input fails alone
-    instead of failing its batch-mates.
+    Holds the query encoder of every embedding space the config turns on (:mod:`mrag.spaces`):
+    ``encode_text`` turns one text into a vector per asked space (what a hybrid text query
+    needs, in one call), ``encode_image`` one image likewise for the spaces that serve image
+    queries. Each validates its single input and then queues it on a ``@serve.batch`` method,
+    so a bad input fails alone instead of failing its batch-mates.
     Batch size and wait come from ``config.serve`` (``encoder_max_batch_size``,
     ``encoder_batch_wait_s``) and can be changed live through ``user_config``
     (``{"max_batch_size": 32, "batch_wait_timeout_s": 0.01}``). Note ``serve.batch`` never forms
@@ -54,37 +55,38 @@ class QueryEncoder:
 
         bind_serve_replica_to_node_address()  # before Serve starts the replica's gRPC server
 
-        from mrag.embed.clip import ClipEmbedder, pick_device
-        from mrag.embed.text import HFTextEmbedder
+        from mrag.embed import EmbedOptions, create_space_embedder
+        from mrag.embed.clip import pick_device
 
         assigned = ray.get_runtime_context().get_assigned_resources()
         num_cpus = assigned.get("CPU", config.serve.encoder_num_cpus)
         num_gpus = assigned.get("GPU", config.serve.encoder_num_gpus)
         torch.set_num_threads(max(1, math.ceil(num_cpus)))
+        self.device = pick_device(num_gpus)
+        self.encoders = {
+            column: create_space_embedder(
+                column,
+                get_model_spec(config.space_model(column)),
+                EmbedOptions(
+                    weights=config.space_weights(column),
+                    device=self.device,
+                    batch_size=config.serve.encoder_max_batch_size,
+                    seed=config.seed,
+                ),
+            )
+            for column in config.active_spaces()
+        }
         self.spec = get_model_spec(config.clip_model)
-        self.embedder = ClipEmbedder(
-            self.spec,
-            weights=config.clip_weights,
-            device=pick_device(num_gpus),
-            dtype="auto",
-            batch_size=config.serve.encoder_max_batch_size,
-            seed=config.seed,
-        )
-        self.text_embedder = HFTextEmbedder(
-            get_model_spec(config.text_model),
-            weights=config.text_weights,
-            device=pick_device(num_gpus),
-            batch_size=config.serve.encoder_max_batch_size,
-        )
         self._image_shape = (self.spec.image_size, self.spec.image_size, 3)
+        self._image_spaces = tuple(c for c in self.encoders if "image" in get_space(c).queries)
         self._stats = {"batches": 0, "largest_batch": 0, "texts": 0, "images": 0, "queries": 0}
         self._set_batching(config.serve.encoder_max_batch_size, config.serve.encoder_batch_wait_s)
-        self.embedder.embed_texts(["warm-up"])  # first request should not pay lazy init
-        self.text_embedder.embed_queries(["warm-up"])
+        for encoder in self.encoders.values():  # first request should not pay lazy init
+            encoder.embed_queries(["warm-up"])
         log.info(
             "QueryEncoder ready: %s on %s, %d torch threads",
-            self.spec.name,
-            self.embedder.device,
+            ", ".join(f"{c}={e.spec.name}" for c, e in self.encoders.items()),
+            self.device,
             torch.get_num_threads(),
         )
 
@@ -107,37 +109,26 @@ class QueryEncoder:
         self._batch_wait_timeout_s = float(batch_wait_timeout_s)
         # The setters live on the decorated function (one queue per method per process); each
         # replica is its own process, so this is per replica.
-        for method in (
-            self._embed_text_batch,
-            self._embed_image_batch,
-            self._embed_query_batch,
-            self._embed_text_spaces_batch,
-        ):
+        for method in (self._embed_text_batch, self._embed_image_batch):
             method.set_max_batch_size(self._max_batch_size)
             method.set_batch_wait_timeout_s(self._batch_wait_timeout_s)
 
-    async def encode_text(self, text: str) -> list[float]:
-        """One query string → its unit-length CLIP vector."""
+    async def encode_text(
+        self, text: str, spaces: tuple[str, ...] | None = None
+    ) -> dict[str, list[float]]:
+        """One query string → ``{space: unit-length vector}`` for ``spaces`` (default: every
+        space this replica holds), in one call and one batch window."""
         if not isinstance(text, str) or not text.strip():
             raise ValueError("text must be a non-empty string")
-        return (await self._embed_text_batch(text)).tolist()
+        spaces = self._known(spaces, tuple(self.encoders))
+        vectors = await self._embed_text_batch((text, spaces))
+        return {space: vector.tolist() for space, vector in vectors.items()}
 
-    async def encode_query(self, text: str) -> list[float]:
-        """One query string → its unit-length vector in the text model's space (``text_vec``)."""
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError("text must be a non-empty string")
-        return (await self._embed_query_batch(text)).tolist()
-
-    async def encode_text_spaces(self, text: str) -> dict[str, list[float]]:
-        """One query string → ``{"clip": ..., "text_vec": ...}``: both text encoders in one call,
-        so a hybrid query pays one handle round trip and one batch window, not two."""
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError("text must be a non-empty string")
-        clip_vector, text_vector = await self._embed_text_spaces_batch(text)
-        return {"clip": clip_vector.tolist(), "text_vec": text_vector.tolist()}
-
-    async def encode_image(self, pixels: np.ndarray) -> list[float]:
-        """(1, S, S, 3) or (S, S, 3) uint8 RGB at the model's input size → its CLIP vector."""
+    async def encode_image(
+        self, pixels: np.ndarray, spaces: tuple[str, ...] | None = None
+    ) -> dict[str, list[float]]:
+        """(1, S, S, 3) or (S, S, 3) uint8 RGB at CLIP's input size → ``{space: vector}`` for
+        the spaces that serve image queries."""
         pixels = np.asarray(pixels)
         if pixels.ndim == 4 and pixels.shape[0] == 1:
             pixels = pixels[0]
@@ -146,7 +137,17 @@ class QueryEncoder:
                 f"expected uint8 pixels of shape {self._image_shape}, got {pixels.dtype} "
                 f"{pixels.shape}; decode with mrag.query.decode_query_image"
             )
-        return (await self._embed_image_batch(pixels)).tolist()
+        spaces = self._known(spaces, self._image_spaces)
+        vectors = await self._embed_image_batch((pixels, spaces))
+        return {space: vector.tolist() for space, vector in vectors.items()}
+
+    def _known(self, spaces: tuple[str, ...] | None, allowed: tuple[str, ...]) -> tuple[str, ...]:
+        if spaces is None:
+            return allowed
+        unknown = [s for s in spaces if s not in allowed]
+        if unknown:
+            raise ValueError(f"no query encoder for space {unknown[0]!r}; have {allowed}")
+        return tuple(spaces)
 
     def stats(self) -> dict[str, Any]:
         """Batching settings and counters for this replica (operators, tests)."""
@@ -154,38 +155,37 @@ class QueryEncoder:
             **self._stats,
             "max_batch_size": self._max_batch_size,
             "batch_wait_timeout_s": self._batch_wait_timeout_s,
-            "device": str(self.embedder.device),
+            "device": str(self.device),
         }
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def _embed_text_batch(self, texts: list[str]) -> list[np.ndarray]:
-        self._count(len(texts), "texts")
+    async def _embed_text_batch(
+        self, items: list[tuple[str, tuple[str, ...]]]
+    ) -> list[dict[str, np.ndarray]]:
+        self._count(len(items), "texts")
+        self._stats["queries"] += len(items)
         # A worker thread, so the replica keeps queueing the next batch while this one runs.
-        return list(await asyncio.to_thread(self.embedder.embed_texts, texts))
+        return await asyncio.to_thread(self._per_space, items, "embed_queries")
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def _embed_query_batch(self, texts: list[str]) -> list[np.ndarray]:
-        self._count(len(texts), "queries")
-        return list(await asyncio.to_thread(self.text_embedder.embed_queries, texts))
+    async def _embed_image_batch(
+        self, items: list[tuple[np.ndarray, tuple[str, ...]]]
+    ) -> list[dict[str, np.ndarray]]:
+        self._count(len(items), "images")
+        return await asyncio.to_thread(self._per_space, items, "embed_query_images")
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def _embed_text_spaces_batch(
-        self, texts: list[str]
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
-        self._count(len(texts), "texts")
-        self._stats["queries"] += len(texts)
-
-        def both(batch: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-            clip_vectors = self.embedder.embed_texts(batch)
-            text_vectors = self.text_embedder.embed_queries(batch)
-            return list(zip(clip_vectors, text_vectors, strict=True))
-
-        return await asyncio.to_thread(both, texts)
-
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def _embed_image_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        self._count(len(images), "images")
-        return list(await asyncio.to_thread(self.embedder.embed_images, np.stack(images)))
+    def _per_space(self, items: list[tuple[Any, tuple[str, ...]]], method: str) -> list[dict]:
+        """One forward per space over the items that asked for it."""
+        out: list[dict[str, np.ndarray]] = [{} for _ in items]
+        for space, encoder in self.encoders.items():
+            wanted = [i for i, (_, spaces) in enumerate(items) if space in spaces]
+            if not wanted:
+                continue
+            inputs = [items[i][0] for i in wanted]
+            batch = np.stack(inputs) if method == "embed_query_images" else inputs
+            for i, vector in zip(wanted, getattr(encoder, method)(batch), strict=True):
+                out[i][space] = vector
+        return out
 
     def _count(self, size: int, kind: str) -> None:
         self._stats["batches"] += 1

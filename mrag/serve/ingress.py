@@ -150,14 +150,16 @@ def create_api(
     return app
 
 
-def _check_vector_width(retriever: Retriever, embed_dim: int) -> None:
+def _check_vector_widths(retriever: Retriever, config: MragConfig) -> None:
     """Fails the replica at start-up, not per request, when the DB was built by another model."""
     from mrag.store import schema
 
     if retriever.store.open(schema.CHUNKS) is None:
         log.warning("%s has no chunks table yet; searches return no hits", retriever.store.db_uri)
         return
-    retriever.store.check_vector_widths({"clip": embed_dim})
+    retriever.store.check_vector_widths(
+        {c: get_model_spec(config.space_model(c)).embed_dim for c in config.active_spaces()}
+    )
 
 
 # Pickled by value by Serve (the module attribute is the Deployment, not the class): every global
@@ -195,7 +197,7 @@ class SearchIngress:
         bind_serve_replica_to_node_address()  # before Serve starts the replica's gRPC server
 
         retriever = Retriever.for_config(config)
-        _check_vector_width(retriever, get_model_spec(config.clip_model).embed_dim)
+        _check_vector_widths(retriever, config)
         self.service = SearchService(config, encoder, retriever, reranker, searcher)
         self.answers = None
         if generator is not None:

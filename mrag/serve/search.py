@@ -21,6 +21,7 @@ from mrag.serve.api import (
     search_request_model,
 )
 from mrag.serve.gate import ApiError
+from mrag.spaces import BM25
 
 if TYPE_CHECKING:
     from mrag.config import MragConfig
@@ -103,26 +104,22 @@ class SearchService:
             )
         except MragError as exc:  # e.g. a weight for a list the server does not have
             raise ApiError(400, str(exc)) from None
-        clip_vector = text_vector = None
+        spaces = tuple(sorted(plan.spaces - {BM25}))
+        vectors: dict[str, list[float]] = {}
         if request.image is not None:
             try:
                 pixels = await asyncio.to_thread(decode_query_image, request.image, self.config)
             except DecodeError as exc:
                 raise ApiError(400, f"image could not be decoded: {exc}") from None
-            if "clip" in plan.spaces:
-                clip_vector = await self.encoder.encode_image.remote(pixels)
-        elif {"clip", "text_vec"} <= plan.spaces:  # both text encoders in one batched call
-            vectors = await self.encoder.encode_text_spaces.remote(request.query)
-            clip_vector, text_vector = vectors["clip"], vectors["text_vec"]
-        elif "clip" in plan.spaces:
-            clip_vector = await self.encoder.encode_text.remote(request.query)
-        elif "text_vec" in plan.spaces:
-            text_vector = await self.encoder.encode_query.remote(request.query)
+            if spaces:
+                vectors = await self.encoder.encode_image.remote(pixels, spaces)
+        elif spaces:  # every text encoder the plan needs, in one batched call
+            vectors = await self.encoder.encode_text.remote(request.query, spaces)
+        query_vectors = {space: _as_vector(vector) for space, vector in vectors.items()}
         arguments = {
             "k": candidate_depth(request, self.config),
             "text": request.query,
-            "clip_vector": _as_vector(clip_vector),
-            "text_vector": _as_vector(text_vector),
+            "vectors": query_vectors,
             "filters": request.filters,
             "include_thumbnail": request.include_thumbnail,
             "fusion": request.fusion,
@@ -138,10 +135,7 @@ class SearchService:
         if self.reranker is not None and wants_rerank(request, self.config) and len(pool) > 1:
             from mrag.rerank import RerankQuery
 
-            vectors = {"clip": _as_vector(clip_vector), "text_vec": _as_vector(text_vector)}
-            query = RerankQuery.from_request(
-                request, {k: v for k, v in vectors.items() if v is not None}
-            )
+            query = RerankQuery.from_request(request, query_vectors)
             pool = await self.reranker.rerank.remote(query, pool)
         return pool
 

@@ -10,7 +10,7 @@ from mrag.errors import TableNotFoundError
 from mrag.store import schema
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     import lancedb
     import pyarrow as pa
@@ -50,30 +50,39 @@ class Store:
         return self._db.open_table(name) if name in self.table_names() else None
 
     def ensure_tables(
-        self, clip_dim: int, text_dim: int, provenance: schema.ChunkProvenance | None = None
+        self, widths: Mapping[str, int], provenance: schema.ChunkProvenance | None = None
     ) -> None:
-        """Creates missing tables; refuses a ``chunks`` table whose vectors are not comparable
-        with the job's: other widths, or (given ``provenance``) another model spec or other
-        weights. Vectors of two weights in one column would rank against each other as if they
-        were the same space, and nothing downstream could tell them apart.
+        """Creates missing tables (``chunks`` with a vector column per space in ``widths``,
+        ``{"clip": 512, "text_vec": 384}``); refuses a ``chunks`` table whose vectors are not
+        comparable with the job's: other widths, or (given ``provenance``) another model spec
+        or other weights. Vectors of two weights in one column would rank against each other as
+        if they were the same space, and nothing downstream could tell them apart.
 
-        A ``chunks`` table made before rows recorded their weights gains the (null) weights
-        columns; its old rows are checked by model name only.
+        A ``chunks`` table made before a space (or the weights columns) existed gains its
+        columns, null for the old rows; old rows without weights are checked by model name.
         """
 
         existing = set(self.table_names())
         wanted = {
             schema.ASSETS: schema.assets_schema(),
-            schema.CHUNKS: schema.chunks_schema(clip_dim, text_dim),
+            schema.CHUNKS: schema.chunks_schema(widths),
             schema.ERRORS: schema.errors_schema(),
         }
         for name, table_schema in wanted.items():
             if name not in existing:
                 self._db.create_table(name, schema=table_schema, exist_ok=True)
             self._ensure_key_indices(name)
-        self.check_vector_widths({"clip": clip_dim, "text_vec": text_dim})
+        self._add_missing_columns(wanted[schema.CHUNKS])
+        self.check_vector_widths(widths)
         if provenance is not None:
             self._check_provenance(provenance)
+
+    def _add_missing_columns(self, target: pa.Schema) -> None:
+        table = self._db.open_table(schema.CHUNKS)
+        missing = [f for f in target if f.name not in table.schema.names]
+        if missing:
+            log.info("%s: adding %s to chunks", self.db_uri, ", ".join(f.name for f in missing))
+            table.add_columns(missing)
 
     def _ensure_key_indices(self, name: str) -> None:
         table = self._db.open_table(name)
@@ -91,6 +100,8 @@ class Store:
         if table is None:
             return
         for column, dim in widths.items():
+            if column not in table.schema.names:  # a space the database has no rows of yet
+                continue
             have = table.schema.field(column).type.list_size
             if have != dim:
                 raise ConfigError(
@@ -103,13 +114,9 @@ class Store:
         from mrag.errors import ConfigError
 
         table = self._db.open_table(schema.CHUNKS)
-        missing = [f for f in schema.PROVENANCE_FIELDS if f.name not in table.schema.names]
-        if missing:
-            log.info("%s: adding %s to chunks", self.db_uri, ", ".join(f.name for f in missing))
-            table.add_columns(missing)
         dataset = table.to_lance()
-        for column, wanted in provenance.by_column().items():
-            model_column, id_column = schema.VECTOR_COLUMNS[column]
+        for column, wanted in provenance.items():
+            model_column, id_column = schema.vector_columns()[column]
             have = None
             for recorded in (id_column, model_column):  # older rows may name the model only
                 # Filtered on the string column alone: ms on 500k rows, where adding

@@ -8,9 +8,12 @@ keys and ``merge_insert`` turns repeated work into no-ops instead of duplicate r
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pyarrow as pa
+
+from mrag.spaces import SPACES
 
 PIPELINE_VERSION = "1"
 
@@ -42,7 +45,16 @@ def assets_schema() -> pa.Schema:
     )
 
 
-def chunks_schema(clip_dim: int, text_dim: int) -> pa.Schema:
+def chunks_schema(widths: Mapping[str, int]) -> pa.Schema:
+    """The ``chunks`` schema with one vector column per space in ``widths`` (``{"clip": 512}``)
+    and, per space, the columns naming the model and the weights that made each vector."""
+    vectors = []
+    for column, dim in widths.items():
+        space = SPACES[column]
+        vectors += [
+            pa.field(column, pa.list_(pa.float32(), dim)),
+            pa.field(space.model_column, pa.string()),
+        ]
     return pa.schema(
         [
             pa.field("chunk_id", pa.string(), nullable=False),
@@ -59,29 +71,23 @@ def chunks_schema(clip_dim: int, text_dim: int) -> pa.Schema:
             pa.field("width_px", pa.int32()),
             pa.field("height_px", pa.int32()),
             pa.field("thumbnail", pa.binary()),
-            pa.field("clip", pa.list_(pa.float32(), clip_dim)),
-            pa.field("clip_model", pa.string()),
-            pa.field("text_vec", pa.list_(pa.float32(), text_dim)),
-            pa.field("text_model", pa.string()),
+            *vectors,
             pa.field("metadata", pa.string()),  # JSON
-            *PROVENANCE_FIELDS,
+            *provenance_fields(widths),
         ]
     )
 
 
-#: Vector column → (model spec column, weights id column) of the ``chunks`` table.
-VECTOR_COLUMNS = {
-    "clip": ("clip_model", "clip_weights_id"),
-    "text_vec": ("text_model", "text_weights_id"),
-}
+def vector_columns() -> dict[str, tuple[str, str]]:
+    """Vector column → (model spec column, weights id column), for every registered space."""
+    return {c: (space.model_column, space.weights_id_column) for c, space in SPACES.items()}
 
-#: Which weights made each vector (:func:`mrag.models.weights_id`, e.g. ``local:/m/ckpt.bin
-#: sha256:1f0c…``). Last in the schema: a database made before they existed lacks them, and
-#: :meth:`~mrag.store.lance.Store.ensure_tables` adds them (null for the old rows).
-PROVENANCE_FIELDS = (
-    pa.field("clip_weights_id", pa.string()),
-    pa.field("text_weights_id", pa.string()),
-)
+
+def provenance_fields(columns: Mapping[str, int] | tuple[str, ...]) -> tuple[pa.Field, ...]:
+    """Which weights made each vector (:func:`mrag.models.weights_id`, e.g. ``local:/m/ckpt.bin
+    sha256:1f0c…``). Last in the schema: a database made before they existed lacks them, and
+    :meth:`~mrag.store.lance.Store.ensure_tables` adds them (null for the old rows)."""
+    return tuple(pa.field(SPACES[c].weights_id_column, pa.string()) for c in columns)
 
 
 @dataclass(frozen=True)
@@ -101,15 +107,9 @@ class VectorSource:
         return self.model == other.model and self.digest == other.digest
 
 
-@dataclass(frozen=True)
-class ChunkProvenance:
-    """The sources of both vector columns of a job; one database holds one of each."""
-
-    clip: VectorSource
-    text: VectorSource
-
-    def by_column(self) -> dict[str, VectorSource]:
-        return {"clip": self.clip, "text_vec": self.text}
+#: The source of each vector column of a job (``{"clip": VectorSource(...), ...}``); one
+#: database holds one source per column.
+ChunkProvenance = Mapping[str, VectorSource]
 
 
 def errors_schema() -> pa.Schema:

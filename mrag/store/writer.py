@@ -234,8 +234,8 @@ def _weights_ids(rows: pa.Table, provenance: schema.ChunkProvenance) -> dict[str
     from mrag.errors import MragError
 
     columns = {}
-    for column, wanted in provenance.by_column().items():
-        model_column, id_column = schema.VECTOR_COLUMNS[column]
+    for column, wanted in provenance.items():
+        model_column, id_column = schema.vector_columns()[column]
         if column not in rows.column_names:
             continue
         has_vector = pc.is_valid(rows[column])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mrag.decode.stage import _token_counter
+from mrag.decode import token_counter as _token_counter
 from mrag.models import get_model_spec, resolve_weights
 
 SPEC = get_model_spec("all-MiniLM-L6-v2-packaged")

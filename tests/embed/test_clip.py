@@ -98,9 +98,9 @@ def test_stage_rows_name_the_model_and_weights() -> None:
     import pyarrow as pa
 
     from mrag.config import IngestConfig
-    from mrag.embed.clip import ClipEmbedStage
+    from mrag.embed.stage import EmbedStage
 
-    stage = ClipEmbedStage(SPEC, IngestConfig(torch_threads=1), seed=2)
+    stage = EmbedStage({"clip": (SPEC, "")}, IngestConfig(torch_threads=1), seed=2)
     rows = pa.table(
         {
             "error_class": ["", ""],

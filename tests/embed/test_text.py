@@ -12,7 +12,8 @@ import pyarrow as pa
 import pytest
 
 from mrag.config import IngestConfig
-from mrag.embed.text import HFTextEmbedder, TextEmbedStage
+from mrag.embed.stage import EmbedStage
+from mrag.embed.text import HFTextEmbedder
 from mrag.errors import ConfigError, WeightsNotFoundError
 from mrag.models import ModelSpec, get_model_spec, resolve_weights
 
@@ -88,7 +89,7 @@ def test_stage_fills_text_vec_for_good_text_rows_only() -> None:
             "error_class": ["", "", "BinaryContent", ""],
         }
     )
-    out = TextEmbedStage(SPEC, IngestConfig())(rows)
+    out = EmbedStage({"text_vec": (SPEC, "")}, IngestConfig())(rows)
     vectors = out["text_vec"].to_pylist()
     assert len(vectors[0]) == 384 and vectors[1:] == [None, None, None]
     assert out["text_model"].to_pylist() == [SPEC.name, None, None, None]

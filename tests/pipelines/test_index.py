@@ -24,7 +24,7 @@ def _fill(store: Store, n: int, seed: int = 0) -> np.ndarray:
     vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
     texts = [" ".join(rng.choice(WORDS, 12)) for _ in range(n)]
     texts[7] = "the zephyrine quokka ledger appears exactly once"
-    target = schema.chunks_schema(16, 16)
+    target = schema.chunks_schema({"clip": 16, "text_vec": 16})
     columns = {
         "chunk_id": [f"c{i}" for i in range(n)],
         "asset_id": [f"a{i // 4}" for i in range(n)],
@@ -45,7 +45,7 @@ def _fill(store: Store, n: int, seed: int = 0) -> np.ndarray:
         else pa.nulls(n, f.type)
         for f in target
     ]  # fmt: skip
-    store.ensure_tables(16, 16)
+    store.ensure_tables({"clip": 16, "text_vec": 16})
     store.upsert(schema.CHUNKS, pa.Table.from_arrays(arrays, schema=target))
     return vectors
 
@@ -104,7 +104,7 @@ def test_vector_index_is_built_past_the_threshold_and_recall_measured(tmp_path) 
     assert (info["index_type"], info["num_partitions"]) == ("IVF_HNSW_SQ", 2)
     assert info["recall_at_10"] >= 0.9
     hybrid = Retriever(store).search(
-        "hybrid", k=5, text="zephyrine quokka", clip_vector=vectors[7], text_vector=vectors[0]
+        "hybrid", k=5, text="zephyrine quokka", vectors={"clip": vectors[7], "text_vec": vectors[0]}
     )
     assert hybrid[0].chunk_id == "c7"  # first in FTS and in the clip space
 

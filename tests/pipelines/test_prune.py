@@ -17,7 +17,7 @@ def test_prune_command_removes_the_rows_of_deleted_files_only(tmp_path, capsys) 
     for path in (kept, deleted, outside):
         path.write_text("words")
     db = str(tmp_path / "db")
-    Store(db).ensure_tables(DIM, DIM)
+    Store(db).ensure_tables({"clip": DIM, "text_vec": DIM})
     LanceWriteStage(db)(
         _table([r for p in (kept, deleted, outside) for r in _object_rows(str(p), 3)])
     )
@@ -52,7 +52,7 @@ def test_ingest_sync_removes_deleted_files_rows_before_ingesting(tmp_path) -> No
         rows += [{**r, "fingerprint": obj.fingerprint, "size": obj.size}
                  for r in _object_rows(obj.uri, 2)]  # fmt: skip
     table = _table(rows).drop_columns(["clip", "clip_model"])  # no vectors: no model to check
-    Store(db).ensure_tables(64, 384)  # the offline profile's widths
+    Store(db).ensure_tables({"clip": 64, "text_vec": 384})  # the offline profile's widths
     LanceWriteStage(db)(table)
     (source / "deleted.txt").unlink()
 

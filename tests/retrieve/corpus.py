@@ -83,11 +83,12 @@ def write_corpus(config: MragConfig, root) -> dict[str, bytes]:
     from mrag.store import schema
     from mrag.store.lance import Store
 
-    clip, text = _query_models(config)
+    encoders = _query_models(config)
+    clip, text = encoders["clip"].embedder, encoders["text_vec"].embedder
     clip_dim = get_model_spec(config.clip_model).embed_dim
     text_dim = get_model_spec(config.text_model).embed_dim
     store = Store(config.db_uri)
-    store.ensure_tables(clip_dim, text_dim)
+    store.ensure_tables({"clip": clip_dim, "text_vec": text_dim})
     rows = []
     texts = [*DOCUMENTS.values(), *PDF_PAGES.values()]
     text_vecs, clip_vecs = text.embed_texts(texts), clip.embed_texts(texts)

@@ -71,7 +71,12 @@ def test_plans_are_data_per_query_kind_and_filters_rule_lists_out() -> None:
     assert names(query_kind="text", mode="hybrid", weights={"clip_text": 0}) == ["text_vec", "bm25"]
     plan = build_plan(config.retrieval, random_spaces, query_kind="text", mode="hybrid")
     clip_text = next(i for i in plan.lists if i.name == "clip_text")
-    assert clip_text.random_init and clip_text.modalities == ("image", "pdf_page", "video_frame")
+    assert clip_text.random_init and clip_text.modalities == (
+        "image",
+        "pdf_page",
+        "video_frame",
+        "video_segment",
+    )
 
 
 def test_a_text_question_about_a_pdf_page_returns_that_page_first(corpus) -> None:

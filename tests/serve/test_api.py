@@ -68,7 +68,7 @@ def test_schema_states_the_limits_a_client_must_respect() -> None:
     assert properties["mode"]["enum"] == ["vector", "fts", "hybrid"]
     assert properties["image"]["anyOf"][0] == {"type": "string"}
     filters = schema["$defs"]["SearchFilters"]
-    assert set(filters["properties"]) == {"modality", "uri_prefix", "page"}
+    assert set(filters["properties"]) == {"modality", "uri_prefix", "page", "time_range"}
     assert filters["additionalProperties"] is False
 
 

@@ -19,6 +19,7 @@ import yaml
 
 from mrag.config import MragConfig, load_config
 from tests.media import encode, pattern
+from tests.speech_media import recording, wav_bytes
 
 TOKEN = "s3cret-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -33,6 +34,8 @@ IMAGES = {
     "nested/c.png": ("PNG", 23),
     "nested/d.jpg": ("JPEG", 24),
 }
+#: Said in talks/ferry.wav: (start_s, sentence).
+SPOKEN = (2.0, "The submarine cable to the island was cut by a dragging anchor.")
 
 
 @dataclass
@@ -98,8 +101,10 @@ def server(ray_local, tmp_path_factory):
     )
     (media / "notes").mkdir()
     (media / "notes" / "field-notes.txt").write_text(FIELD_NOTES)
+    (media / "talks").mkdir()
+    (media / "talks" / "ferry.wav").write_bytes(wav_bytes(recording([SPOKEN], 12.0)))
     summary = run_ingest(config, [str(media)])
-    assert summary.ingested == len(IMAGES) + 1, summary.render()
+    assert summary.ingested == len(IMAGES) + 2, summary.render()
     uris = Store(config.db_uri).read(schema.CHUNKS, ["uri"])["uri"].to_pylist()
     by_name = {name: next(u for u in uris if u.endswith(name)) for name in IMAGES}
 
@@ -335,7 +340,12 @@ def test_openapi_publishes_the_search_request_schema(server: Server) -> None:
         "rerank", "group", "fusion", "weights",
     }  # fmt: skip
     assert request["properties"]["k"]["maximum"] == MAX_K  # this server's serve.max_k
-    assert set(schemas["SearchFilters"]["properties"]) == {"modality", "uri_prefix", "page"}
+    assert set(schemas["SearchFilters"]["properties"]) == {
+        "modality",
+        "uri_prefix",
+        "page",
+        "time_range",
+    }
     assert "422" not in operation["responses"]
     assert {"hits", "took_ms"} <= set(schemas["SearchResponse"]["properties"])
     docs = server.client.get("/docs")
@@ -428,6 +438,21 @@ def test_answer_cites_returned_hits(server: Server) -> None:
     cited = next(h for h in result["hits"] if h["chunk_id"] == result["citations"][0]["chunk_id"])
     assert cited["uri"].endswith("field-notes.txt")
     assert all("thumbnail_jpeg_b64" not in hit for hit in result["hits"])  # not asked for
+
+
+@pytest.mark.integration
+def test_an_answer_about_something_said_cites_the_recording_with_its_time_range(
+    server: Server,
+) -> None:
+    body = {"query": "What cut the cable to the island?", "k": 4}
+    response = server.client.post("/v1/answer", json=body, headers=AUTH)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    cited = [c for c in result["citations"] if c["uri"].endswith("ferry.wav")]
+    assert cited, result
+    start_s, sentence = SPOKEN
+    assert cited[0]["start_s"] <= start_s + 0.8 and cited[0]["end_s"] >= start_s + 2.5
+    assert "anchor" in result["answer"].lower()
 
 
 @pytest.mark.integration

