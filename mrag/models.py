@@ -28,6 +28,7 @@ Family = Literal[
     "hf_causal_lm",
     "asr_ctranslate2",
     "hf_whisper",
+    "hf_clap",
 ]
 
 # A small ViT-based CLIP: same code path as ViT-B-32, a few hundred KB of parameters per tower.
@@ -421,6 +422,56 @@ register_model(
         },
     )
 )
+
+# Audio-text models (mrag.embed.clap): transformers CLAP checkpoints; embed_dim is the width of
+# the projection both towers share. A random-init spec's model_cfg holds the ClapConfig
+# arguments ("config") and the spec whose tokenizer files it borrows ("tokenizer_from"): the
+# packaged MiniLM's BERT WordPiece, so the text config is BERT-shaped (vocabulary 30522,
+# [PAD] = 0, [CLS] = 101, [SEP] = 102). The tiny audio tower keeps LAION's 256-px spectrogram
+# image (64 mel bins x 1024 frames: a 10 s window at 48 kHz) with two small Swin stages.
+register_model(
+    ModelSpec(
+        name="laion/clap-htsat-unfused",
+        family="hf_clap",
+        architecture="clap",
+        embed_dim=512,
+        hub_id="laion/clap-htsat-unfused",
+    )
+)
+register_model(
+    ModelSpec(
+        name="tiny-clap-random",
+        family="hf_clap",
+        architecture="clap",
+        embed_dim=32,
+        random_init=True,
+        model_cfg={
+            "config": {
+                "text_config": {
+                    "vocab_size": 30522,
+                    "hidden_size": 32,
+                    "num_hidden_layers": 2,
+                    "num_attention_heads": 2,
+                    "intermediate_size": 64,
+                    "max_position_embeddings": 514,
+                    "pad_token_id": 0,
+                    "bos_token_id": 101,
+                    "eos_token_id": 102,
+                },
+                "audio_config": {
+                    "patch_embeds_hidden_size": 16,
+                    "hidden_size": 32,
+                    "depths": [1, 1],
+                    "num_attention_heads": [2, 2],
+                    "num_hidden_layers": 2,
+                },
+                "projection_dim": 32,
+            },
+            "tokenizer_from": "all-MiniLM-L6-v2-packaged",
+        },
+    )
+)
+
 
 @dataclass(frozen=True)
 class ResolvedWeights:

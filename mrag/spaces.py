@@ -141,3 +141,18 @@ register_space(
         weights_setting="clip_weights",
     )
 )
+register_space(
+    EmbeddingSpace(
+        column="audio_vec",
+        model_column="audio_model",
+        weights_id_column="audio_weights_id",
+        embedder="mrag.embed.clap:ClapSpaceEmbedder",
+        # The sound itself (CLAP's audio tower), beside the transcript's text_vec: a text
+        # query can find a dog barking or a piano that no transcript mentions.
+        embeds=("audio_segment",),
+        queries=("text",),
+        lists=(SpaceList("audio_text", "text", ("audio_segment",)),),
+        models={"default": "laion/clap-htsat-unfused", "offline": "tiny-clap-random"},
+        needs_audio=True,
+    )
+)
