@@ -23,8 +23,10 @@ class ObjectKind:
         decoder: ``module:function`` of a :class:`mrag.decode.Decoder`.
         produces: the chunk modalities its rows can have (which embedding spaces a job loads).
         streamed: decoded from the stream as it is read, memory bounded by a window, so its
-            size limit is ``ingest.max_media_bytes`` rather than ``ingest.max_object_bytes``
-            (kinds read whole into memory).
+            size limit is ``ingest.max_media_bytes`` rather than ``ingest.max_object_bytes``.
+        in_memory: its decoder needs the whole object at once (images, PDFs, HTML): the stage
+            reads it once and hashes and decodes the same bytes; otherwise it hashes the
+            stream in one pass and hands the decoder the stream.
         uses_speech: its decoder transcribes speech (the job sets up a recogniser).
     """
 
@@ -33,6 +35,7 @@ class ObjectKind:
     decoder: str
     produces: tuple[str, ...]
     streamed: bool = False
+    in_memory: bool = True
     uses_speech: bool = False
 
     def __post_init__(self) -> None:
@@ -68,6 +71,7 @@ register_kind(
         extensions=(".txt", ".text"),
         decoder="mrag.decode.documents:decode_plain_text",
         produces=("text",),
+        in_memory=False,
     )
 )
 register_kind(
@@ -101,6 +105,7 @@ register_kind(
         decoder="mrag.decode.media:decode_audio",
         produces=("audio_segment",),
         streamed=True,
+        in_memory=False,
         uses_speech=True,
     )
 )
@@ -111,6 +116,7 @@ register_kind(
         decoder="mrag.decode.media:decode_video",
         produces=("video_frame", "video_segment", "audio_segment"),
         streamed=True,
+        in_memory=False,
         uses_speech=True,
     )
 )

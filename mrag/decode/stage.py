@@ -19,7 +19,9 @@ with ``error_*`` set, never an exception; an object cut short keeps its rows and
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import contextlib
+import io
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import pyarrow as pa
 
@@ -34,7 +36,13 @@ if TYPE_CHECKING:
 
     from mrag.config import IngestConfig
     from mrag.decode import SpeechSettings
+    from mrag.kinds import ObjectKind
     from mrag.models import ImagePreprocess, ModelSpec
+
+
+#: Rows a decode task gathers before handing a table on (small objects share tables: each
+#: table costs a conversion and a block in Ray Data).
+ROWS_PER_TABLE = 256
 
 
 def chunk_rows_schema() -> pa.Schema:
@@ -118,12 +126,21 @@ class DecodeStage:
         return pa.concat_tables(tables) if tables else chunk_rows_schema().empty_table()
 
     def tables(self, batch: dict[str, Any]) -> Iterator[pa.Table]:
+        """The batch's rows, a table as soon as a streamed object (a long recording) is done
+        or :data:`ROWS_PER_TABLE` rows are ready; small objects share tables."""
         schema = chunk_rows_schema()
+        rows: list[dict[str, Any]] = []
         for i in range(len(batch["uri"])):
             meta = {
                 k: _scalar(batch[k][i]) for k in ("uri", "size", "etag", "mtime", "fingerprint")
             }
-            yield pa.Table.from_pylist(self._object_rows(meta), schema=schema)
+            rows += self._object_rows(meta)
+            kind = KINDS.get(object_kind(meta["uri"], self.ingest.extensions) or "")
+            if len(rows) >= ROWS_PER_TABLE or (kind is not None and not kind.in_memory):
+                yield pa.Table.from_pylist(rows, schema=schema)
+                rows = []
+        if rows:
+            yield pa.Table.from_pylist(rows, schema=schema)
 
     def _object_rows(self, meta: dict[str, Any]) -> list[dict[str, Any]]:
         uri = meta["uri"]
@@ -139,8 +156,7 @@ class DecodeStage:
                     f"no decoder for this object type ({kind_name})", error_class="UnsupportedType"
                 )
             limit = self.ingest.max_media_bytes if kind.streamed else self.ingest.max_object_bytes
-            with storage.open_object(uri, max_bytes=limit) as source:
-                asset_id = storage.stream_content_id(source)
+            with self._open(uri, kind, limit) as (source, asset_id):
                 stage = "decode"
                 try:
                     for chunk in load_decoder(kind.decoder)(source, self.context):
@@ -178,6 +194,18 @@ class DecodeStage:
             )
             rows.append({**notice, "asset_status": status, "n_chunks": len(chunks)})
         return rows
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _open(uri: str, kind: ObjectKind, limit: int) -> Iterator[tuple[BinaryIO, str]]:
+        """The object as a stream, and its ``asset_id``: read once into memory for kinds whose
+        decoder needs the whole object, else hashed in one pass over the stream."""
+        if kind.in_memory:
+            data = storage.read_bytes(uri, max_bytes=limit)
+            yield io.BytesIO(data), storage.content_id(data)
+            return
+        with storage.open_object(uri, max_bytes=limit) as source:
+            yield source, storage.stream_content_id(source)
 
     def _error_row(
         self, meta: dict, kind: str, asset_id: str, stage: str, error_class: str, message: str
