@@ -362,3 +362,19 @@ def _spans(text: str, separator: re.Pattern[str], start: int, end: int) -> list[
         if a < b:
             trimmed.append((a, b))
     return trimmed
+
+
+def cut_to_tokens(text: str, budget: int, count: Callable[[str], int]) -> str:
+    """The longest prefix of ``text`` within ``budget`` tokens, cut at white space if possible."""
+    low, high = 0, len(text)
+    while low < high:  # largest prefix length whose count fits
+        middle = (low + high + 1) // 2
+        if count(text[:middle]) <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    cut = text[:low]
+    space = max(cut.rfind(" "), cut.rfind("\n"))
+    if low < len(text) and space > len(cut) // 2:
+        cut = cut[:space]
+    return cut.rstrip()

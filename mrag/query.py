@@ -255,7 +255,7 @@ def build_reranker(
     table version."""
     from mrag.generate.factory import settings_from_config
     from mrag.rerank import RerankSettings, reranker_from_settings
-    from mrag.rerank.vectors import lance_column_fetcher, lance_vector_fetcher
+    from mrag.vectors import lance_column_fetcher, lance_vector_fetcher
 
     settings = RerankSettings(
         text=config.rerank.text or "none",

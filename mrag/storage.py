@@ -212,3 +212,8 @@ def content_id(data: bytes) -> str:
 def chunk_id(asset_id: str, locator: str) -> str:
     """``chunk_id``: stable for an asset and a locator such as ``image`` or ``page=3``."""
     return hashlib.sha256(f"{asset_id}|{locator}".encode()).hexdigest()[:32]
+
+
+def sql_literal(value: str) -> str:
+    """A string as a LanceDB (DataFusion SQL) literal, quotes escaped: safe for user values."""
+    return "'" + value.replace("'", "''") + "'"

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
     from mrag.generate.base import Generator
-    from mrag.refine import Evidence
+    from mrag.hits import Evidence
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from mrag.refine import Evidence
+    from mrag.hits import Evidence
 
 #: ``[1]``, ``[1, 2]``, ``[1; 3]``, ``[2-4]``; ``[1][2]`` is two matches.
 _MARKER = re.compile(r"\[\s*(\d+(?:\s*[-–]\s*\d+)?(?:\s*[,;]\s*\d+(?:\s*[-–]\s*\d+)?)*)\s*\]")

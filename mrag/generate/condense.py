@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from mrag.errors import ConfigError
-from mrag.rerank.base import VISUAL_MODALITIES
+from mrag.hits import VISUAL_MODALITIES
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from mrag.generate.base import Generator
     from mrag.generate.extractive import ExtractiveGenerator
     from mrag.generate.prompt import Prompt
-    from mrag.refine import Evidence
+    from mrag.hits import Evidence
 
 #: What the model is asked to do with each fenced passage.
 CONDENSE_INSTRUCTION = (

@@ -27,7 +27,7 @@ from mrag.errors import ConfigError
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from mrag.refine import Evidence
+    from mrag.hits import Evidence
 
 FENCE_OPEN = "<<<"
 FENCE_CLOSE = ">>>"

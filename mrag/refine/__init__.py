@@ -35,20 +35,20 @@ generator to quote them, keeping ``n``, chunk ids and locators, so citations sti
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mrag.chunk import cut_to_tokens
 from mrag.errors import ConfigError
-from mrag.locators import format_time_range
-from mrag.rerank.base import VISUAL_MODALITIES
+from mrag.hits import VISUAL_MODALITIES, Evidence
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     import numpy as np
 
-    from mrag.rerank.vectors import VectorSource
-    from mrag.retrieve.search import Hit
+    from mrag.hits import Hit
+    from mrag.vectors import VectorSource
 
 
 __all__ = [
@@ -114,80 +114,6 @@ class RefineSettings:
         for name, value, ok, allowed in checks:
             if not ok:
                 raise ConfigError(f"refine.{name} must be {allowed}, got {value!r}")
-
-
-@dataclass
-class Evidence:
-    """One citable piece of evidence: one hit, or several merged neighbouring hits of one asset.
-
-    Attributes:
-        n: citation number, 1-based, in rank order.
-        chunk_ids: the merged chunks, in document order.
-        page, page_end: first and last page (equal for one page; ``None`` without pages).
-        char_start, char_end: the span of ``text`` in the page's (or document's) text; exact
-            unless merged over a gap (``text`` then joins the parts with a newline).
-        start_s, end_s: the time span, for audio and video segments.
-        score: the best member's score (as the reranker left it).
-        duplicates: chunk ids dropped as duplicates of this item; ``other_uris`` their uris
-            where they differ from ``uri``.
-        truncated: the text was cut to fit the token budget (``char_end`` then ends the cut
-            text when the span is exact).
-        condensed: the text is the span's sentences that bear on the question, not the whole
-            span (:func:`mrag.generate.condense.condense`; the locators still name the whole span).
-        tokens: what this item costs of the token budget; ``images``: of the image budget.
-    """
-
-    n: int
-    chunk_ids: tuple[str, ...]
-    asset_id: str
-    uri: str
-    modality: str
-    score: float
-    text: str | None = None
-    page: int | None = None
-    page_end: int | None = None
-    char_start: int | None = None
-    char_end: int | None = None
-    start_s: float | None = None
-    end_s: float | None = None
-    thumbnail: bytes | None = field(default=None, repr=False)
-    duplicates: tuple[str, ...] = ()
-    other_uris: tuple[str, ...] = ()
-    truncated: bool = False
-    condensed: bool = False
-    tokens: int = 0
-    images: int = 0
-
-    @property
-    def locator(self) -> str:
-        """Where in the asset, for a citation line: ``p. 3-4``, ``chars 0-812``, ``00:12–00:15``."""
-        parts = []
-        if self.page is not None:
-            same = self.page_end in (None, self.page)
-            parts.append(f"p. {self.page}" if same else f"p. {self.page}-{self.page_end}")
-        if self.char_start is not None and self.char_end is not None:
-            parts.append(f"chars {self.char_start}-{self.char_end}")
-        if self.start_s is not None and self.end_s is not None:
-            parts.append(format_time_range(self.start_s, self.end_s))
-        return ", ".join(parts)
-
-    def citation(self) -> str:
-        """``[n] uri (locator)``: the line a generator's answer refers back to."""
-        where = self.locator
-        return f"[{self.n}] {self.uri}" + (f" ({where})" if where else "")
-
-    def to_dict(self, include_thumbnail: bool = False) -> dict[str, Any]:
-        """JSON-ready; empty fields are dropped, the thumbnail becomes base64 JPEG on request."""
-        import base64
-
-        out = {
-            k: list(v) if isinstance(v, tuple) else v
-            for k, v in asdict(self).items()
-            if v is not None and v is not False and v != () and k != "thumbnail"  # 0 stays
-        }
-        if include_thumbnail and self.thumbnail:
-            out["thumbnail_jpeg_b64"] = base64.b64encode(self.thumbnail).decode()
-        return out
 
 
 @dataclass
@@ -277,7 +203,7 @@ def _unit_vectors(
 ) -> dict[str, np.ndarray]:
     if vectors is None or (settings.duplicate_cosine is None and settings.mmr_lambda is None):
         return {}
-    from mrag.rerank.vectors import as_vector_fetcher, unit_rows
+    from mrag.vectors import as_vector_fetcher, unit_rows
 
     ids = [hit.chunk_id for hit in hits]
     return unit_rows(as_vector_fetcher(vectors)(ids), ids)
@@ -514,19 +440,3 @@ def _fit_budget(
         evidence.n = len(out) + 1
         out.append(evidence)
     return out
-
-
-def cut_to_tokens(text: str, budget: int, count: Callable[[str], int]) -> str:
-    """The longest prefix of ``text`` within ``budget`` tokens, cut at white space if possible."""
-    low, high = 0, len(text)
-    while low < high:  # largest prefix length whose count fits
-        middle = (low + high + 1) // 2
-        if count(text[:middle]) <= budget:
-            low = middle
-        else:
-            high = middle - 1
-    cut = text[:low]
-    space = max(cut.rfind(" "), cut.rfind("\n"))
-    if low < len(text) and space > len(cut) // 2:
-        cut = cut[:space]
-    return cut.rstrip()

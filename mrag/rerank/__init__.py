@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from mrag.embed.clip import ClipEmbedder
     from mrag.generate.factory import GeneratorSettings
     from mrag.models import ModelSpec
-    from mrag.rerank.vectors import VectorSource
+    from mrag.vectors import VectorSource
 
 __all__ = [
     "TEXT_MODALITIES",

@@ -16,16 +16,15 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from mrag.errors import ConfigError
+from mrag.hits import VISUAL_MODALITIES
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     import numpy as np
 
-    from mrag.retrieve.search import Hit
+    from mrag.hits import Hit
 
-#: Chunk modalities that carry pixels (scored by image-space rerankers).
-VISUAL_MODALITIES: tuple[str, ...] = ("image", "pdf_page", "video_frame")
 #: Chunk modalities whose ``text`` is the content itself (scored by text rerankers).
 TEXT_MODALITIES: tuple[str, ...] = ("text", "audio_segment", "video_segment")
 #: What ``rerank.visual`` may name.

@@ -23,13 +23,13 @@ import numpy as np
 
 from mrag.errors import MragError
 from mrag.rerank.base import VISUAL_MODALITIES, RerankQuery, reorder_in_slots
-from mrag.rerank.vectors import VectorSource, as_vector_fetcher, unit_rows
+from mrag.vectors import VectorSource, as_vector_fetcher, unit_rows
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from mrag.embed.clip import ClipEmbedder
-    from mrag.retrieve.search import Hit
+    from mrag.hits import Hit
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class ClipReranker:
 
     Args:
         vectors: where the hits' stored vectors come from: the ``chunks`` LanceDB table, a
-            mapping ``chunk_id -> vector`` or a callable (see :mod:`mrag.rerank.vectors`).
+            mapping ``chunk_id -> vector`` or a callable (see :mod:`mrag.vectors`).
         embedder: the query path's CLIP model (not loaded again here), used only when a query
             comes without its ``clip_vector``.
         modalities: chunk modalities to score; others keep their slots.

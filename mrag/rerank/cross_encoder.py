@@ -35,7 +35,7 @@ from mrag.rerank.base import TEXT_MODALITIES, RerankQuery, reorder_in_slots
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from mrag.retrieve.search import Hit
+    from mrag.hits import Hit
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     import torch
 
-    from mrag.retrieve.search import Hit
+    from mrag.hits import Hit
 
 log = logging.getLogger(__name__)
 

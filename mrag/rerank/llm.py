@@ -72,7 +72,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from mrag.generate.base import Generator
-    from mrag.retrieve.search import Hit
+    from mrag.hits import Hit
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ class LlmReranker:
         self.accepts_images = bool(getattr(generator, "accepts_images", False))
         self._thumbnails: Callable[[Sequence[str]], Mapping[str, bytes]] | None = None
         if thumbnails is not None:
-            from mrag.rerank.vectors import as_thumbnail_fetcher
+            from mrag.vectors import as_thumbnail_fetcher
 
             self._thumbnails = as_thumbnail_fetcher(thumbnails)
         self._classes: tuple[list[int], list[int]] | None = None
@@ -335,7 +335,7 @@ class LlmReranker:
     # -- inputs ----------------------------------------------------------------------------
 
     def _cut(self, text: str) -> str:
-        from mrag.refine import cut_to_tokens
+        from mrag.chunk import cut_to_tokens
 
         if self.local:
             count = self.generator.count_tokens  # type: ignore[attr-defined]

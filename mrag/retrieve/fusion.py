@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mrag.retrieve.hits import Hit
+    from mrag.hits import Hit
 
 FUSION_METHODS = ("rrf", "score")
 

@@ -31,8 +31,8 @@ from pydantic_core import PydanticCustomError
 
 from mrag.config import ChunkModality as Modality
 from mrag.errors import MragError
+from mrag.hits import Hit
 from mrag.retrieve.fusion import RankedList, fuse
-from mrag.retrieve.hits import Hit
 from mrag.retrieve.plan import PlannedList, RetrievalPlan, build_plan, random_spaces
 from mrag.spaces import BM25
 from mrag.store import schema

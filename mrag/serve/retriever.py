@@ -17,7 +17,7 @@ from ray import serve
 
 if TYPE_CHECKING:
     from mrag.config import MragConfig
-    from mrag.retrieve.hits import Hit
+    from mrag.hits import Hit
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from mrag.spaces import BM25
 
 if TYPE_CHECKING:
     from mrag.config import MragConfig
-    from mrag.retrieve.hits import Hit
+    from mrag.hits import Hit
     from mrag.retrieve.search import Retriever
 
 log = logging.getLogger(__name__)

@@ -15,6 +15,9 @@ import pyarrow as pa
 
 from mrag.spaces import SPACES
 
+# The SQL literal of LanceDB filters lives with the other storage helpers (foundations use it).
+from mrag.storage import sql_literal as sql_literal
+
 PIPELINE_VERSION = "1"
 
 ASSETS = "assets"
@@ -124,8 +127,3 @@ def errors_schema() -> pa.Schema:
             pa.field("created_at", pa.timestamp("us", tz="UTC")),
         ]
     )
-
-
-def sql_literal(value: str) -> str:
-    """A string as a LanceDB (DataFusion SQL) literal, quotes escaped: safe for user values."""
-    return "'" + value.replace("'", "''") + "'"

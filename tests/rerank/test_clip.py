@@ -11,8 +11,8 @@ from mrag.embed.clip import vector_column
 from mrag.errors import MragError
 from mrag.rerank import RerankQuery, RerankSettings, create_reranker, reranker_from_settings
 from mrag.rerank.clip import ClipReranker
-from mrag.rerank.vectors import lance_vector_fetcher
 from mrag.retrieve.search import Hit
+from mrag.vectors import lance_vector_fetcher
 from tests.rerank.hits import ids, image_hit, text_hit
 
 DIM = 64

@@ -1,6 +1,6 @@
 """Fetching the stored full-precision vectors of hits by ``chunk_id``.
 
-:class:`~mrag.retrieve.search.Hit` carries no vectors (a thumbnail-sized payload per hit is
+:class:`~mrag.hits.Hit` carries no vectors (a thumbnail-sized payload per hit is
 enough for display); the CLIP reranker and the refiner's near-duplicate check fetch the ones they
 need for a pool in one query. A source is a LanceDB table, a mapping, or any callable
 ``(chunk_ids) -> {chunk_id: vector}`` (a cache, another store).
@@ -43,7 +43,7 @@ def lance_column_fetcher(
     table: lancedb.table.Table, column: str, convert: Callable[[Any], Any] = lambda v: v
 ) -> Callable[[Sequence[str]], dict[str, Any]]:
     """Fetches any ``column`` by ``chunk_id`` (``convert`` applied to each non-null value)."""
-    from mrag.store.schema import sql_literal
+    from mrag.storage import sql_literal
 
     if column not in table.schema.names:
         raise ConfigError(f"table has no column {column!r}; columns: {table.schema.names}")
