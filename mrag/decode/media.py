@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 #: PyAV's read buffer per container: large sequential reads from s3fs's read-ahead cache.
 AV_BUFFER_BYTES = 1 << 20
 AUDIO_RATE = 16_000
+#: Closed scenes held for their transcript at most (each holds up to segment_max_frames frames).
+MAX_WAITING_SCENES = 64
 
 
 def decode_audio(source: BinaryIO, context: DecodeContext) -> Iterator[dict[str, Any]]:
@@ -66,8 +68,8 @@ def _decode(source: BinaryIO, context: DecodeContext, *, want_video: bool) -> It
         info = probe(container, limits)
         if not want_video and not info.has_audio:
             raise DecodeError("the file has no audio stream", error_class="NoAudioStream")
-        audio = _AudioPath(context) if info.has_audio else None
         video = _VideoPath(context) if want_video and info.has_video else None
+        audio = _AudioPath(context, for_scenes=video is not None) if info.has_audio else None
         items = iter_media(
             container,
             info,
@@ -108,8 +110,9 @@ def _flush(audio: _AudioPath | None, video: _VideoPath | None) -> Iterator[dict[
 class _AudioPath:
     """Windows → transcripts → ``audio_segment`` rows; keeps what scenes still need."""
 
-    def __init__(self, context: DecodeContext) -> None:
+    def __init__(self, context: DecodeContext, *, for_scenes: bool) -> None:
         ingest = context.ingest
+        self.for_scenes = for_scenes  # keep the transcript for a video's scenes
         search_s = min(3.0, max(0.5, ingest.audio_window_s / 4))
         overlap_s = min(ingest.audio_overlap_s, ingest.audio_window_s - search_s - 0.1)
         self.windower = AudioWindower(ingest.audio_window_s, overlap_s, search_s, AUDIO_RATE)
@@ -142,7 +145,8 @@ class _AudioPath:
             )
         segments = [s for s in segments if s.text.strip()]
         self.transcribed_until_s = window.own_end_s
-        self._segments.extend(segments)
+        if self.for_scenes:
+            self._segments.extend(segments)
         if not segments:
             if self.keep_audio:
                 start_s = max(window.own_start_s, window.start_s)
@@ -239,8 +243,12 @@ class _VideoPath:
         self.heard_until_s = until_s
 
     def ready(self) -> Iterator[dict[str, Any]]:
-        """Closed scenes whose speech has all been transcribed."""
-        while self.closed and self.closed[0].end_s <= self.heard_until_s:
+        """Closed scenes whose speech has all been transcribed; past :data:`MAX_WAITING_SCENES`
+        the oldest goes with the speech heard so far (a sound track that stops early must not
+        make a long video's scenes pile up)."""
+        while self.closed and (
+            self.closed[0].end_s <= self.heard_until_s or len(self.closed) > MAX_WAITING_SCENES
+        ):
             yield self._scene_row(self.closed.pop(0))
 
     def flush(self) -> Iterator[dict[str, Any]]:
