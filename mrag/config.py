@@ -236,6 +236,9 @@ class IngestConfig(_ConfigModel):
     speech_weights: Text = ""
     # Decode tasks that transcribe run on a GPU when given one (the recogniser runs there).
     decode_num_gpus: Resource = 0.0
+    # Pieces of speech the recogniser decodes per forward pass; 0: 16 on a GPU, one after
+    # another on CPU (faster on a few cores). Raise audio_window_s with it on a GPU.
+    speech_batch_size: Int = Field(0, ge=0, le=256)
     # Video: frames sampled per second for scene detection (content detector, PySceneDetect's
     # measure), a keyframe at each scene start and then at most one per keyframe_every_s
     # (near-duplicates by perceptual hash dropped); a segment's vector pools up to

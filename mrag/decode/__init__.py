@@ -32,6 +32,7 @@ class SpeechSettings:
     weights: str = ""
     device: str = "cpu"
     threads: int = 1
+    batch_size: int = 0  # pieces of speech per forward pass (GPU); 0: one after another
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,11 @@ def _transcriber(settings: SpeechSettings) -> Transcriber:
     from mrag.decode.speech import create_transcriber
 
     return create_transcriber(
-        settings.spec, weights=settings.weights, device=settings.device, threads=settings.threads
+        settings.spec,
+        weights=settings.weights,
+        device=settings.device,
+        threads=settings.threads,
+        batch_size=settings.batch_size,
     )
 
 

@@ -181,11 +181,13 @@ class JobModels:
         ):
             from mrag.decode import SpeechSettings
 
+            on_gpu = ingest.decode_num_gpus > 0
             speech = SpeechSettings(
                 get_model_spec(speech_model),
                 ingest.speech_weights,
-                device="cuda" if ingest.decode_num_gpus > 0 else "cpu",
+                device="cuda" if on_gpu else "cpu",
                 threads=max(1, math.ceil(ingest.decode_num_cpus)),
+                batch_size=ingest.speech_batch_size or (16 if on_gpu else 0),
             )
         return cls(kinds, spaces, speech)
 

@@ -259,3 +259,22 @@ def test_speech_media_helpers() -> None:
     assert rms_db(speech) > -30 and rms_db(np.zeros(10, np.float32)) == -120.0
     wav = wav_bytes(speech)
     assert wav[:4] == b"RIFF" and len(wav) == 44 + 2 * len(speech)
+
+
+def test_batched_decoding_the_gpu_path_gives_the_same_speech_on_cpu() -> None:
+    """``batch_size`` > 1 decodes a window's speech pieces together (what a GPU runs); the same
+    code on CPU hears the same sentences at the same times."""
+    placements = [(1.0, CABLE), (40.0, ELEPHANTS)]
+    samples = recording(placements, 60.0)
+    batched = create_transcriber(
+        get_model_spec("whisper-tiny.en-packaged"), threads=2, batch_size=4
+    )
+    assert batched._batched is not None
+    segments = batched.transcribe(samples, offset_s=0.0)
+    words = words_of(segments)
+    for key in ("submarine", "anchor", "purple", "frozen"):
+        assert key in words
+    for start_s, text in placements:
+        first_s, last_s = speech_span_s(start_s, text)
+        inside = [s for s in segments if first_s - 1.0 <= s.start_s <= last_s]
+        assert inside and inside[0].end_s <= last_s + 1.0
