@@ -9,8 +9,8 @@ generators cite it; each of those imports these types from here, none from anoth
 from __future__ import annotations
 
 import base64
-from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 from mrag.locators import format_time_range
 
@@ -18,17 +18,45 @@ from mrag.locators import format_time_range
 VISUAL_MODALITIES: tuple[str, ...] = ("image", "pdf_page", "video_frame")
 
 
-class Located(Protocol):
-    """Anything with locator fields (a hit, evidence, a citation)."""
+@dataclass(kw_only=True)
+class Locator:
+    """Where in its asset an item is: the page (PDF), the character span (text), the time span
+    in seconds (audio, video). Fields that do not apply stay ``None``."""
 
-    page: int | None
-    char_start: int | None
-    char_end: int | None
-    start_s: float | None
-    end_s: float | None
+    page: int | None = None
+    char_start: int | None = None
+    char_end: int | None = None
+    start_s: float | None = None
+    end_s: float | None = None
+
+    @property
+    def locator(self) -> str:
+        """``p. 3-4``, ``chars 0-812``, ``00:12–00:15``: for a citation line or a result list."""
+        return describe_locator(self)
 
 
-def describe_locator(item: Located) -> str:
+@dataclass(kw_only=True)
+class SpanLocator(Locator):
+    """A locator over merged chunks, which may run over several pages (``page_end``)."""
+
+    page_end: int | None = None
+
+    def locator_fields(self) -> dict[str, Any]:
+        """The locator fields alone, to hand to another item of the same place."""
+        return {f.name: getattr(self, f.name) for f in fields(SpanLocator)}
+
+
+def fields_first(item: Locator) -> dict[str, Any]:
+    """``asdict`` with the item's own fields before the locator ones it inherits (a dataclass
+    lists inherited fields first), so JSON reads ``chunk_id, …, page, …``."""
+    values = asdict(item)
+    where = {f.name for f in fields(SpanLocator)}
+    return {k: v for k, v in values.items() if k not in where} | {
+        k: v for k, v in values.items() if k in where
+    }
+
+
+def describe_locator(item: Locator) -> str:
     """``p. 3-4``, ``chars 0-812``, ``00:12–00:15``: where in its asset an item is, for a
     citation line or a result list."""
     parts = []
@@ -44,7 +72,7 @@ def describe_locator(item: Located) -> str:
 
 
 @dataclass
-class Hit:
+class Hit(Locator):
     """One retrieved chunk; higher ``score`` is better.
 
     ``score`` is cosine similarity or BM25 when one list answered the query, else the fused
@@ -56,24 +84,19 @@ class Hit:
     uri: str
     modality: str
     score: float
-    page: int | None = None
-    start_s: float | None = None
-    end_s: float | None = None
-    char_start: int | None = None
-    char_end: int | None = None
     text: str | None = None
     thumbnail: bytes | None = None
 
     def to_dict(self, include_thumbnail: bool = False) -> dict[str, Any]:
         """JSON-ready: empty locator fields are dropped, the thumbnail becomes base64 JPEG."""
-        out = {k: v for k, v in asdict(self).items() if v is not None and k != "thumbnail"}
+        out = {k: v for k, v in fields_first(self).items() if v is not None and k != "thumbnail"}
         if include_thumbnail and self.thumbnail:
             out["thumbnail_jpeg_b64"] = base64.b64encode(self.thumbnail).decode()
         return out
 
 
 @dataclass
-class Evidence:
+class Evidence(SpanLocator):
     """One citable piece of evidence: one hit, or several merged neighbouring hits of one asset.
 
     Attributes:
@@ -100,12 +123,6 @@ class Evidence:
     modality: str
     score: float
     text: str | None = None
-    page: int | None = None
-    page_end: int | None = None
-    char_start: int | None = None
-    char_end: int | None = None
-    start_s: float | None = None
-    end_s: float | None = None
     thumbnail: bytes | None = field(default=None, repr=False)
     duplicates: tuple[str, ...] = ()
     other_uris: tuple[str, ...] = ()
@@ -113,11 +130,6 @@ class Evidence:
     condensed: bool = False
     tokens: int = 0
     images: int = 0
-
-    @property
-    def locator(self) -> str:
-        """Where in the asset, for a citation line: ``p. 3-4``, ``chars 0-812``, ``00:12–00:15``."""
-        return describe_locator(self)
 
     def citation(self) -> str:
         """``[n] uri (locator)``: the line a generator's answer refers back to."""
@@ -128,7 +140,7 @@ class Evidence:
         """JSON-ready; empty fields are dropped, the thumbnail becomes base64 JPEG on request."""
         out = {
             k: list(v) if isinstance(v, tuple) else v
-            for k, v in asdict(self).items()
+            for k, v in fields_first(self).items()
             if v is not None and v is not False and v != () and k != "thumbnail"  # 0 stays
         }
         if include_thumbnail and self.thumbnail:

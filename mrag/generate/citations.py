@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from mrag.hits import SpanLocator, fields_first
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -18,8 +20,8 @@ _RANGE = re.compile(r"(\d+)\s*[-–]\s*(\d+)")
 _MAX_RANGE = 50
 
 
-@dataclass(frozen=True)
-class Citation:
+@dataclass
+class Citation(SpanLocator):
     """Where an ``[n]`` of the answer points: one evidence item's locator fields."""
 
     n: int
@@ -27,12 +29,6 @@ class Citation:
     asset_id: str
     uri: str
     modality: str
-    page: int | None = None
-    page_end: int | None = None
-    char_start: int | None = None
-    char_end: int | None = None
-    start_s: float | None = None
-    end_s: float | None = None
 
     @classmethod
     def from_evidence(cls, item: Evidence) -> Citation:
@@ -42,19 +38,14 @@ class Citation:
             asset_id=item.asset_id,
             uri=item.uri,
             modality=item.modality,
-            page=item.page,
-            page_end=item.page_end,
-            char_start=item.char_start,
-            char_end=item.char_end,
-            start_s=item.start_s,
-            end_s=item.end_s,
+            **item.locator_fields(),
         )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; empty locator fields are dropped."""
         return {
             k: list(v) if isinstance(v, tuple) else v
-            for k, v in asdict(self).items()
+            for k, v in fields_first(self).items()
             if v is not None
         }
 

@@ -32,7 +32,18 @@ __all__ = [
 ]
 
 
-class SearchHit(BaseModel):
+class Locator(BaseModel):
+    """Where in its asset an item is (:class:`mrag.hits.Locator`); fields that do not apply
+    are left out."""
+
+    page: int | None = Field(None, description="PDF page, from 1.")
+    char_start: int | None = Field(None, description="Start of the span in the text.")
+    char_end: int | None = None
+    start_s: float | None = Field(None, description="Start in a recording or video, seconds.")
+    end_s: float | None = None
+
+
+class SearchHit(Locator):
     """One retrieved chunk; fields that do not apply to its modality are left out."""
 
     chunk_id: str
@@ -45,11 +56,6 @@ class SearchHit(BaseModel):
             "the fused score (calibrated score sum or RRF sum): compare within one mode only."
         )
     )
-    page: int | None = None
-    start_s: float | None = None
-    end_s: float | None = None
-    char_start: int | None = None
-    char_end: int | None = None
     text: str | None = None
     thumbnail_jpeg_b64: str | None = None
 
@@ -98,7 +104,7 @@ class SearchResponse(BaseModel):
     took_ms: float
 
 
-class Citation(BaseModel):
+class Citation(Locator):
     """One cited evidence item: where its ``[n]`` points (fields that do not apply are left out)."""
 
     n: int = Field(description="The number the answer cites it by, as `[n]`.")
@@ -107,12 +113,7 @@ class Citation(BaseModel):
     asset_id: str
     uri: str
     modality: str
-    page: int | None = None
-    page_end: int | None = None
-    char_start: int | None = None
-    char_end: int | None = None
-    start_s: float | None = None
-    end_s: float | None = None
+    page_end: int | None = Field(None, description="Last page, when the evidence spans pages.")
 
 
 class AnswerResponse(BaseModel):
