@@ -33,7 +33,7 @@ from mrag.kinds import KINDS
 from mrag.models import get_model_spec, weights_id
 from mrag.pipelines.command import run_command
 from mrag.ray_runtime import init_ray, quiet_ray_data
-from mrag.spaces import get_space, spaces_for_modalities
+from mrag.spaces import TEXT_BEARING, get_space, spaces_for_modalities
 from mrag.store import schema
 from mrag.store.lance import Store
 from mrag.store.writer import LanceWriteStage
@@ -141,7 +141,8 @@ class Progress:
 
 
 def _decode(batch: dict[str, np.ndarray], **kwargs: Any) -> Iterator[pa.Table]:
-    """A table per object: Ray Data takes each as soon as it exists (a generator UDF)."""
+    """Tables as the objects are decoded (a generator UDF): Ray Data takes each as soon as it
+    exists, so a long recording's rows do not wait for the rest of its batch."""
     yield from DecodeStage(**kwargs).tables(batch)
 
 
@@ -194,7 +195,7 @@ class JobModels:
     @property
     def has_text(self) -> bool:
         """Documents, transcripts: rows of many chunks per object, sorted into text batches."""
-        return any(k not in ("image", "unknown") for k in self.kinds)
+        return any(set(KINDS[k].produces) & set(TEXT_BEARING) for k in self.kinds if k in KINDS)
 
     @property
     def keeps_audio(self) -> bool:
