@@ -481,6 +481,23 @@ class ResolvedWeights:
     source: str  # "local", "object-storage", "package", "hub", "random-init"
 
 
+def random_init_parts(spec: ModelSpec, config_class: str) -> tuple[dict[str, Any], Path | None]:
+    """A random-init spec's model config arguments and the weights folder of the spec whose
+    tokenizer it borrows (``model_cfg`` keys ``config`` and ``tokenizer_from``): the one check
+    every transformers-built random-init family (cross-encoder, CLAP, Whisper) shares.
+
+    Raises:
+        ConfigError: ``model_cfg`` lacks either key; the message names ``config_class``.
+    """
+    cfg = spec.model_cfg or {}
+    if "config" not in cfg or "tokenizer_from" not in cfg:
+        raise ConfigError(
+            f"random-init {spec.family} {spec.name!r} needs model_cfg with 'config' "
+            f"({config_class} arguments) and 'tokenizer_from' (a spec name)"
+        )
+    return cfg["config"], resolve_weights(get_model_spec(cfg["tokenizer_from"])).path
+
+
 def cache_dir() -> Path:
     """Per-node cache for weights copied from object storage (``MRAG_CACHE_DIR`` overrides)."""
     return Path(os.environ.get("MRAG_CACHE_DIR") or Path.home() / ".cache" / "mrag")

@@ -17,7 +17,7 @@ from mrag.decode.speech import (
     rms_db,
 )
 from mrag.errors import ConfigError
-from mrag.models import ModelSpec, get_model_spec
+from mrag.models import ModelSpec, random_init_parts
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +150,7 @@ def _random_whisper(spec: ModelSpec, seed: int) -> tuple[Any, Any]:
     )
 
     cfg = spec.model_cfg or {}
-    if "config" not in cfg or "tokenizer_from" not in cfg:
-        raise ConfigError(
-            f"random-init hf_whisper {spec.name!r} needs model_cfg with 'config' (WhisperConfig "
-            "arguments) and 'tokenizer_from' (a spec whose folder has tokenizer.json)"
-        )
-    folder = _resolve_folder(get_model_spec(cfg["tokenizer_from"]), "")
+    model_config, folder = random_init_parts(spec, "WhisperConfig")
     if folder is None or not (folder / "tokenizer.json").is_file():
         raise ConfigError(f"{cfg['tokenizer_from']!r} has no tokenizer.json for {spec.name!r}")
     tokenizer = WhisperTokenizer(tokenizer_file=str(folder / "tokenizer.json"))
@@ -164,7 +159,7 @@ def _random_whisper(spec: ModelSpec, seed: int) -> tuple[Any, Any]:
         for name in ("endoftext", "startoftranscript", "notimestamps")
     }
     config = WhisperConfig(
-        **cfg["config"],
+        **model_config,
         vocab_size=ids["notimestamps"] + 1 + 1501,
         decoder_start_token_id=ids["startoftranscript"],
         eos_token_id=ids["endoftext"],

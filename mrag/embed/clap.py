@@ -24,7 +24,7 @@ import numpy as np
 
 from mrag.embed.clip import torch_dtype
 from mrag.errors import ConfigError
-from mrag.models import ModelSpec, get_model_spec, resolve_weights, weights_id
+from mrag.models import ModelSpec, random_init_parts, resolve_weights, weights_id
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -155,16 +155,10 @@ def _load(spec: ModelSpec, resolved: ResolvedWeights, seed: int) -> tuple[Any, A
 
     transformers_logging.disable_progress_bar()  # a "Loading weights" bar per model load
     if resolved.path is None:
-        cfg = spec.model_cfg or {}
-        if "config" not in cfg or "tokenizer_from" not in cfg:
-            raise ConfigError(
-                f"random-init CLAP model {spec.name!r} needs model_cfg with 'config' "
-                "(ClapConfig arguments) and 'tokenizer_from' (a spec name)"
-            )
-        tokenizer_path = resolve_weights(get_model_spec(cfg["tokenizer_from"])).path
+        model_config, tokenizer_path = random_init_parts(spec, "ClapConfig")
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path), local_files_only=True)
         torch.manual_seed(seed)
-        model = ClapModel(ClapConfig(**cfg["config"]))
+        model = ClapModel(ClapConfig(**model_config))
         log.warning("CLAP model %s uses random weights (seed %d)", spec.name, seed)
         # LAION's extractor settings: 48 kHz, 64 mel bins, 10 s windows.
         return model, ClapFeatureExtractor(), tokenizer

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mrag.errors import ConfigError
-from mrag.models import ModelSpec, get_model_spec, resolve_weights
+from mrag.models import ModelSpec, random_init_parts, resolve_weights
 from mrag.rerank.base import TEXT_MODALITIES, RerankQuery, reorder_in_slots
 
 if TYPE_CHECKING:
@@ -159,16 +159,10 @@ def load_cross_encoder(
     resolved = resolve_weights(spec, weights)
     torch_type = torch_dtype(dtype, device)
     if resolved.path is None:  # random-init spec: BertConfig + a borrowed tokenizer
-        cfg = spec.model_cfg or {}
-        if "config" not in cfg or "tokenizer_from" not in cfg:
-            raise ConfigError(
-                f"random-init cross-encoder {spec.name!r} needs model_cfg with 'config' "
-                "(BertConfig arguments) and 'tokenizer_from' (a spec name)"
-            )
-        tokenizer_path = resolve_weights(get_model_spec(cfg["tokenizer_from"])).path
+        model_config, tokenizer_path = random_init_parts(spec, "BertConfig")
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path), local_files_only=True)
         torch.manual_seed(seed)
-        model = AutoModelForSequenceClassification.from_config(BertConfig(**cfg["config"]))
+        model = AutoModelForSequenceClassification.from_config(BertConfig(**model_config))
         log.warning("cross-encoder %s uses random weights (seed %d)", spec.name, seed)
     else:
         if not resolved.path.is_dir():
