@@ -129,11 +129,29 @@ def _split_extensions(value: Any) -> Any:
     return tuple(normalised)
 
 
+def _split_resources(value: Any) -> Any:
+    """``"accel=1, fast_disk=0.5"`` (from ``--set``) or a YAML mapping → ``{"accel": 1.0, ...}``:
+    Ray custom resources a stage's tasks or actors ask for (``""``: none)."""
+    if not isinstance(value, str):
+        return value
+    resources: dict[str, Any] = {}
+    for item in value.split(","):
+        if not item.strip():
+            continue
+        name, sep, amount = item.partition("=")
+        if not sep or not name.strip():
+            raise PydanticCustomError("resources", "expected name=amount[,name=amount...]")
+        resources[name.strip()] = amount.strip()
+    return resources
+
+
 Int = Annotated[int, BeforeValidator(_refuse_bool)]
 Float = Annotated[float, BeforeValidator(_refuse_bool), Field(allow_inf_nan=False)]
 #: A Ray ``num_cpus``/``num_gpus``: fractional requests pack several actors onto one CPU or GPU.
 Resource = Annotated[Float, Field(ge=0), AfterValidator(_ray_resource)]
 Text = Annotated[str, Field(strict=True)]
+#: Ray custom resources by name (``{"accel": 1}``): where a stage may run, as data.
+CustomResources = Annotated[dict[str, Resource], BeforeValidator(_split_resources)]
 #: What ``object_kind`` compares with the text after the last dot of a name, so one dot only.
 Extension = Annotated[str, Field(strict=True, pattern=r"^\.[^./\\\s]+$")]
 
@@ -200,8 +218,25 @@ class IngestConfig(_ConfigModel):
     # so a wider window means less padding (measured ~30% faster than arrival order).
     text_sort_window: Int = Field(128, gt=0)
     embed_actors: Int = Field(1, gt=0)
+    # > embed_actors: an autoscaling pool of embed_actors..embed_actors_max model actors.
+    embed_actors_max: Int = Field(0, ge=0)
     embed_num_cpus: Resource = 0.5
     embed_num_gpus: Resource = 0.0
+    # Placement as data: custom resources each stage asks for (a "gpu" node label, say), so one
+    # YAML retargets a job; decode tasks spread over every node that has theirs.
+    decode_resources: CustomResources = Field(default_factory=dict)
+    embed_resources: CustomResources = Field(default_factory=dict)
+    write_resources: CustomResources = Field(default_factory=dict)
+    # Fragment writers: tasks that write Lance files on the workers (the driver commits only
+    # their metadata); concurrency, CPUs and memory per task (0 MB: none reserved).
+    write_tasks: Int = Field(1, gt=0)
+    write_num_cpus: Resource = Field(0.25, gt=0)
+    write_memory_mb: Int = Field(0, ge=0)
+    decode_memory_mb: Int = Field(0, ge=0)
+    # Commit cadence: the first commit lands as soon as the first fragment is written, then
+    # the wait between commits doubles from 5 s up to this, so a long job makes at most
+    # ~3600/commit_interval_s commits an hour per table whatever its rate.
+    commit_interval_s: Float = Field(60.0, gt=0)
     # Memory Ray reserves per model actor (ViT-B-32 in fp32 measured 1.3-1.4 GiB resident), so
     # the scheduler does not pack more actors on a node than it can hold.
     embed_memory_mb: Int = Field(2048, gt=0)
@@ -309,6 +344,9 @@ class ServeConfig(_ConfigModel):
     generator_replicas: Int = Field(1, gt=0)
     generator_num_cpus: Resource = 0.25
     generator_num_gpus: Resource = 0.0
+    # Custom resources of the model deployments (encoder, reranker, generator): with a
+    # "gpu" label on the accelerator nodes, models land there and the ingress anywhere.
+    model_resources: CustomResources = Field(default_factory=dict)
     max_ongoing_requests: Int = Field(64, gt=0)
     # Requests a deployment holds waiting for a slot beyond max_ongoing_requests; past that it
     # answers 503 at once, so an overloaded app refuses quickly instead of timing out. -1: no cap.

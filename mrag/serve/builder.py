@@ -50,8 +50,10 @@ def build_app(config: MragConfig, *, api_token: str | None = None) -> serve.Appl
     def bound(deployment: Any, stage: str) -> Any:
         """``deployment`` with ``serve.<stage>_replicas``, ``_num_cpus`` (and ``_num_gpus``)."""
         resources = {"num_cpus": getattr(serve_config, f"{stage}_num_cpus")}
-        if hasattr(serve_config, f"{stage}_num_gpus"):
+        if hasattr(serve_config, f"{stage}_num_gpus"):  # a model stage
             resources["num_gpus"] = getattr(serve_config, f"{stage}_num_gpus")
+            if serve_config.model_resources:
+                resources["resources"] = dict(serve_config.model_resources)
         return deployment.options(
             num_replicas=getattr(serve_config, f"{stage}_replicas"),
             **queue,
