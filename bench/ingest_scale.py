@@ -55,6 +55,7 @@ def embedded_rows(first_object: int, n_rows: int, seed: int):
             "asset_status": ["ok"] * n,
             "n_chunks": pa.array([CHUNKS_PER_OBJECT] * n, pa.int32()),
             "chunk_id": [f"a{o:09d}#{i % CHUNKS_PER_OBJECT}" for i, o in enumerate(objects)],
+            "ordinal": pa.array([i % CHUNKS_PER_OBJECT for i in range(n)], pa.int32()),
             "modality": ["text"] * n,
             "text": ["river mountain bread engine violin harbor lantern orchard"] * n,
             "title": pa.nulls(n, pa.string()),

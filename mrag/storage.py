@@ -117,12 +117,90 @@ def list_objects(sources: Iterable[str], extensions: Iterable[str]) -> Iterator[
         for entry in sorted(entries, key=lambda e: e["name"]):
             if entry.get("type") == "directory" or not entry["name"].lower().endswith(wanted):
                 continue
-            yield ObjectInfo(
-                uri=_uri(protocol, entry["name"]),
-                size=int(entry.get("size") or 0),
-                etag=str(entry.get("ETag") or entry.get("etag") or "").strip('"'),
-                mtime=_mtime(entry),
-            )
+            yield _object_info(protocol, entry)
+
+
+@dataclass(frozen=True)
+class ListingShard:
+    """A part of a source listed by one task: a folder's files, with or without its
+    subfolders, or one object. Shards of a source never overlap and together cover it."""
+
+    uri: str
+    recursive: bool
+
+
+def listing_shards(
+    sources: Iterable[str], min_shards: int = 16, max_depth: int = 4
+) -> list[ListingShard]:
+    """Splits the sources into shards to list in parallel: folders are opened level by level
+    (only their entries, never their trees) until there are ``min_shards`` or ``max_depth`` is
+    reached; a folder's own files are one non-recursive shard, its unopened subfolders one
+    recursive shard each. A flat prefix of millions of keys stays one shard: give such a
+    corpus a manifest (an S3 Inventory report) instead."""
+    shards: list[ListingShard] = []
+    for source in sources:
+        protocol = source.split("://", 1)[0] if "://" in source else "file"
+        fs, root = filesystem(source)
+        if protocol == "file":
+            root = os.path.abspath(root)
+        if not fs.exists(root):
+            raise SourceNotFoundError(f"source {source} does not exist")
+        if not fs.isdir(root):
+            shards.append(ListingShard(_uri(protocol, root), recursive=False))
+            continue
+        frontier = [root]
+        for _depth in range(max_depth):
+            if len(shards) + len(frontier) >= min_shards:
+                break
+            opened: list[str] = []
+            for folder in frontier:
+                entries = fs.ls(folder, detail=True)
+                if any(e.get("type") != "directory" for e in entries):
+                    shards.append(ListingShard(_uri(protocol, folder), recursive=False))
+                opened += sorted(
+                    e["name"].rstrip("/") for e in entries
+                    if e.get("type") == "directory" and e["name"].rstrip("/") != folder.rstrip("/")
+                )  # fmt: skip
+            frontier = opened
+            if not frontier:
+                break
+        shards += [ListingShard(_uri(protocol, folder), recursive=True) for folder in frontier]
+    return shards
+
+
+def list_shard(shard: ListingShard, extensions: Iterable[str]) -> Iterator[ObjectInfo]:
+    """The objects of one shard with a wanted extension (case-insensitive), by name."""
+    wanted = tuple(e.lower() for e in extensions)
+    protocol = shard.uri.split("://", 1)[0] if "://" in shard.uri else "file"
+    fs, root = filesystem(shard.uri)
+    if shard.recursive:
+        entries = list(fs.find(root, detail=True).values())
+    elif fs.isdir(root):
+        entries = fs.ls(root, detail=True)
+    else:
+        entries = [fs.info(root)]
+    for entry in sorted(entries, key=lambda e: e["name"]):
+        if entry.get("type") == "directory" or not entry["name"].lower().endswith(wanted):
+            continue
+        yield _object_info(protocol, entry)
+
+
+def _object_info(protocol: str, entry: dict) -> ObjectInfo:
+    return ObjectInfo(
+        uri=_uri(protocol, entry["name"]),
+        size=int(entry.get("size") or 0),
+        etag=str(entry.get("ETag") or entry.get("etag") or "").strip('"'),
+        mtime=_mtime(entry),
+    )
+
+
+def stat_object(uri: str) -> ObjectInfo:
+    """One object's size, etag and time (a manifest that lists bare URIs)."""
+    protocol = uri.split("://", 1)[0] if "://" in uri else "file"
+    fs, path = filesystem(uri)
+    if protocol == "file":
+        path = os.path.abspath(path)
+    return _object_info(protocol, fs.info(path))
 
 
 def _mtime(entry: dict) -> float:

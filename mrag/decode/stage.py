@@ -54,11 +54,17 @@ def chunk_rows_schema() -> pa.Schema:
             ("etag", pa.string()),
             ("mtime", pa.float64()),
             ("fingerprint", pa.string()),
+            # The object may have rows of an older version (planning saw some): the committer
+            # deletes them before its first new row lands.
+            ("stale", pa.bool_()),
             ("asset_id", pa.string()),
             ("asset_modality", pa.string()),
             ("asset_status", pa.string()),  # ok, partial (some content left out) or failed
             ("n_chunks", pa.int32()),
             ("chunk_id", pa.string()),
+            # The row's place in its object: chunks 0..n_chunks-1, the error row n_chunks. The
+            # committer counts an object's rows by it and drops any it has already.
+            ("ordinal", pa.int32()),
             ("modality", pa.string()),
             ("page", pa.int32()),
             ("start_s", pa.float64()),
@@ -134,6 +140,7 @@ class DecodeStage:
             meta = {
                 k: _scalar(batch[k][i]) for k in ("uri", "size", "etag", "mtime", "fingerprint")
             }
+            meta["stale"] = bool(_scalar(batch["stale"][i])) if "stale" in batch else False
             rows += self._object_rows(meta)
             kind = KINDS.get(object_kind(meta["uri"], self.ingest.extensions) or "")
             if len(rows) >= ROWS_PER_TABLE or (kind is not None and not kind.in_memory):
@@ -181,18 +188,21 @@ class DecodeStage:
                 "asset_status": status,
                 "n_chunks": len(chunks),
                 "chunk_id": storage.chunk_id(asset_id, chunk.pop("locator")),
+                "ordinal": ordinal,
                 "error_stage": "",
                 "error_class": "",
                 "error_message": "",
                 **chunk,
             }
-            for chunk in chunks
+            for ordinal, chunk in enumerate(chunks)
         ]
         if left_out is not None:  # what was indexed stays; the rest is an error row
             notice = self._error_row(
                 meta, kind_name, asset_id, "decode", left_out.error_class, str(left_out)
             )
-            rows.append({**notice, "asset_status": status, "n_chunks": len(chunks)})
+            rows.append(
+                {**notice, "asset_status": status, "n_chunks": len(chunks), "ordinal": len(chunks)}
+            )
         return rows
 
     @staticmethod
@@ -217,6 +227,7 @@ class DecodeStage:
             "asset_status": "failed",
             "n_chunks": 0,
             "chunk_id": storage.chunk_id(asset_id, "error"),
+            "ordinal": 0,
             "modality": kind,
             "error_stage": stage,
             "error_class": error_class,

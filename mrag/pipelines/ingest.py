@@ -29,14 +29,18 @@ from mrag import storage
 from mrag.config import add_config_arguments, config_from_args, object_kind
 from mrag.decode.stage import DecodeStage
 from mrag.embed.stage import EmbedStage
+from mrag.errors import ConfigError
 from mrag.kinds import KINDS
 from mrag.models import get_model_spec, weights_id
 from mrag.pipelines.command import run_command
+from mrag.pipelines.listing import listing_dataset, listing_from_objects, planned_dataset
 from mrag.ray_runtime import init_ray, quiet_ray_data
 from mrag.spaces import TEXT_BEARING, get_space, spaces_for_modalities
 from mrag.store import schema
+from mrag.store.commit import Committer
+from mrag.store.fragments import FragmentWriter, WriteTargets
 from mrag.store.lance import Store
-from mrag.store.writer import LanceWriteStage
+from mrag.store.plan import plan_listing
 
 if TYPE_CHECKING:
     import argparse
@@ -102,10 +106,8 @@ class IngestSummary:
         )
 
 
-#: Commits are sized by rows (``ingest.write_batch_rows``), by bytes and by time, whichever
-#: comes first: a commit holds at most about this much data, and while rows keep coming no more
-#: than this passes between commits.
-WRITE_BATCH_BYTES = 64 * 2**20
+#: Each writer task writes ``ingest.write_batch_rows`` rows as one fragment; the driver commits
+#: the first fragments at once, then waits this long, doubling up to ``ingest.commit_interval_s``.
 WRITE_BATCH_WAIT_S = 5.0
 #: Ray Data output block cap for jobs with documents: one document makes hundreds of chunk rows,
 #: and at Ray's default (128 MiB) a model actor hands over a decode task's whole output (thousands
@@ -164,8 +166,13 @@ class JobModels:
 
     @classmethod
     def for_objects(cls, config: MragConfig, uris: Iterable[str]) -> JobModels:
+        extensions = config.ingest.extensions
+        return cls.for_kinds(config, {object_kind(u, extensions) or "unknown" for u in uris})
+
+    @classmethod
+    def for_kinds(cls, config: MragConfig, kinds: Iterable[str]) -> JobModels:
         ingest = config.ingest
-        kinds = frozenset(object_kind(u, ingest.extensions) or "unknown" for u in uris)
+        kinds = frozenset(kinds)
         produced = {m for k in kinds if k in KINDS for m in KINDS[k].produces}
         wanted = spaces_for_modalities(produced)
         spaces = {
@@ -215,164 +222,151 @@ class JobModels:
 
 
 def build_dataset(
-    config: MragConfig, objects: pa.Table, models: JobModels | None = None
+    config: MragConfig,
+    todo: ray.data.Dataset,
+    n_objects: int,
+    models: JobModels,
+    targets: WriteTargets,
+    provenance: schema.ChunkProvenance,
 ) -> ray.data.Dataset:
-    """The Ray Data plan: a short list of stages, each with the resources it declares.
+    """The Ray Data plan from planned objects to write receipts: decode tasks → model actors →
+    fragment writers, each stage with the resources ``ingest.*`` declares for it (placement as
+    data: custom resources, GPUs, memory, concurrency, an autoscaling actor pool).
 
-    The write is not part of the plan: :func:`run_ingest` commits the embedded rows from the
-    driver, the one process that sees every row anyway (LanceDB commits must not race, so a
-    writer is one process wherever it runs). A writer actor would be one more Ray worker beside
-    the model, and on a small node each one costs the forward pass (a Ray worker wakes ~100
-    times a second; measured on 2 cores, a model actor lost ~13 % of its rate to any Ray Data
-    dataset running beside it).
+    The writers write the Lance files where the rows are and return only receipts (fragment
+    metadata, per-object keys and row counts): no vector reaches the driver, which commits the
+    metadata (:class:`~mrag.store.commit.Committer`).
     """
-    import ray.data
     from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
     ingest = config.ingest
-    models = models or JobModels.for_objects(config, objects["uri"].to_pylist())
     clip_spec = get_model_spec(config.clip_model)
-    read_blocks = decode_task_count(objects.num_rows, ingest)
-    step = math.ceil(objects.num_rows / read_blocks)
-    listing = ray.data.from_arrow(
-        [objects.slice(start, step) for start in range(0, max(objects.num_rows, 1), step)]
-    )
+    blocks = decode_task_count(n_objects, ingest)
+    objects = todo.repartition(blocks)
     if models.has_text:  # this dataset's context only; image jobs keep Ray's default
-        listing.context.target_max_block_size = TEXT_BLOCK_BYTES
-    return listing.map_batches(
-        _decode,
-        fn_kwargs={
-            "ingest": ingest,
-            # The model's own resize/crop (open_clip's config, via the spec), done here on
-            # cheap CPU tasks; the embed actor only normalises.
-            "preprocess": clip_spec.image_preprocess,
-            "text_spec": get_model_spec(config.text_model),
-            "text_weights": config.text_weights,
-            "speech": models.speech,
-            "keep_audio": models.keeps_audio,
-        },
-        batch_size=ingest.read_batch_size,
-        batch_format="numpy",
-        num_cpus=ingest.decode_num_cpus,
-        num_gpus=ingest.decode_num_gpus if models.speech else 0,
-        # Bounded: a burst of worker processes starting at once would steal the CPU the
-        # model actor needs to load; decode is ~10x cheaper than the forward pass anyway.
-        compute=TaskPoolStrategy(size=ingest.decode_tasks),
-    ).map_batches(
-        EmbedStage,
-        # Only the spaces this job's rows need: an image-only job never loads the text encoder.
-        fn_constructor_kwargs={"spaces": models.spaces, "ingest": ingest, "seed": config.seed},
-        # Text calls are sorted by length into embed_batch_size batches: a wider window
-        # means less padding (measured ~30% faster than arrival order).
-        batch_size=ingest.text_sort_window if models.has_text else ingest.embed_batch_size,
-        batch_format="pyarrow",
-        compute=ActorPoolStrategy(size=ingest.embed_actors),
-        num_cpus=ingest.embed_num_cpus,
-        num_gpus=ingest.embed_num_gpus,
-        memory=ingest.embed_memory_mb * 2**20,
+        objects.context.target_max_block_size = TEXT_BLOCK_BYTES
+    pool = (
+        ActorPoolStrategy(min_size=ingest.embed_actors, max_size=ingest.embed_actors_max)
+        if ingest.embed_actors_max > ingest.embed_actors
+        else ActorPoolStrategy(size=ingest.embed_actors)
+    )
+    return (
+        objects.map_batches(
+            _decode,
+            fn_kwargs={
+                "ingest": ingest,
+                # The model's own resize/crop (open_clip's config, via the spec), done here on
+                # cheap CPU tasks; the embed actor only normalises.
+                "preprocess": clip_spec.image_preprocess,
+                "text_spec": get_model_spec(config.text_model),
+                "text_weights": config.text_weights,
+                "speech": models.speech,
+                "keep_audio": models.keeps_audio,
+            },
+            batch_size=ingest.read_batch_size,
+            batch_format="numpy",
+            num_cpus=ingest.decode_num_cpus,
+            num_gpus=ingest.decode_num_gpus if models.speech else 0,
+            # Bounded: a burst of worker processes starting at once would steal the CPU the
+            # model actor needs to load; decode is ~10x cheaper than the forward pass anyway.
+            # Ray Data spreads tasks over the nodes that have their resources by default.
+            compute=TaskPoolStrategy(size=ingest.decode_tasks),
+            **_placement(ingest.decode_resources, ingest.decode_memory_mb),
+        )
+        .map_batches(
+            EmbedStage,
+            # Only the spaces this job's rows need: an image-only job never loads the text
+            # encoder.
+            fn_constructor_kwargs={"spaces": models.spaces, "ingest": ingest, "seed": config.seed},
+            # Text calls are sorted by length into embed_batch_size batches: a wider window
+            # means less padding (measured ~30% faster than arrival order).
+            batch_size=ingest.text_sort_window if models.has_text else ingest.embed_batch_size,
+            batch_format="pyarrow",
+            compute=pool,
+            num_cpus=ingest.embed_num_cpus,
+            num_gpus=ingest.embed_num_gpus,
+            **_placement(ingest.embed_resources, ingest.embed_memory_mb),
+        )
+        .map_batches(
+            _write_fragments,
+            fn_kwargs={"targets": targets, "provenance": provenance},
+            batch_size=ingest.write_batch_rows,
+            batch_format="pyarrow",
+            num_cpus=ingest.write_num_cpus,
+            compute=TaskPoolStrategy(size=ingest.write_tasks),
+            **_placement(ingest.write_resources, ingest.write_memory_mb),
+        )
     )
 
 
-def _write_batches(
-    dataset: ray.data.Dataset,
-    min_rows: int,
-    max_bytes: int = WRITE_BATCH_BYTES,
-    max_wait_s: float = WRITE_BATCH_WAIT_S,
-) -> Iterator[pa.Table]:
-    """Embedded blocks as they finish, gathered into commits of ``min_rows`` rows, or fewer
-    once they hold ``max_bytes`` or ``max_wait_s`` has passed since the last commit (or the
-    start): the first rows of a job are committed as soon as they exist, and later ones at
-    least every ``max_wait_s`` while blocks keep coming.
+def _placement(resources: dict[str, float], memory_mb: int) -> dict[str, Any]:
+    placement: dict[str, Any] = {}
+    if resources:
+        placement["resources"] = dict(resources)
+    if memory_mb:
+        placement["memory"] = memory_mb * 2**20
+    return placement
 
-    Gathered here rather than with ``iter_batches(batch_size=...)``, which holds back the first
-    batch until its prefetch buffer is full: each commit lands as soon as its rows exist.
-    """
+
+#: Fault injection (crash tests only): the first fragment writer to claim this marker file kills
+#: its own process in the middle of writing a fragment.
+KILL_WRITER_ENV = "MRAG_FAULT_KILL_WRITER_ONCE"
+
+
+def _write_fragments(
+    rows: pa.Table, targets: WriteTargets, provenance: schema.ChunkProvenance
+) -> pa.Table:
+    """Ray Data task: embedded rows → Lance files on this worker → one receipt row."""
+    marker = os.environ.get(KILL_WRITER_ENV)
+    batch_written = _kill_self if marker and _claim(marker) else None
+    return FragmentWriter(targets, provenance, batch_written=batch_written)(rows)
+
+
+def _claim(marker: str) -> bool:
+    try:
+        with open(marker, "x"):
+            return True
+    except FileExistsError:
+        return False
+
+
+def _kill_self(_batch: int) -> None:
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _todo_rows(batch: pa.Table) -> pa.Table:
+    return batch.filter(batch["todo"]).drop_columns(["todo", "kind"])
+
+
+def _tally(batch: pa.Table) -> pa.Table:
+    """Per block: objects listed, to do, and the kinds to do (a few rows to the driver)."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
-    pending: list[pa.Table] = []
-    pending_rows = pending_bytes = 0
-    last_commit = time.perf_counter()
-    for block in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
-        pending.append(block)
-        pending_rows += block.num_rows
-        pending_bytes += block.nbytes
-        overdue = time.perf_counter() - last_commit >= max_wait_s
-        if pending_rows >= min_rows or pending_bytes >= max_bytes or overdue:
-            yield pa.concat_tables(pending)
-            pending, pending_rows, pending_bytes = [], 0, 0
-            last_commit = time.perf_counter()
-    if pending:
-        yield pa.concat_tables(pending)
-
-
-#: Objects per page of the listing: the lister's output is turned into Arrow a page at a time,
-#: so the driver never holds a Python object per listed file.
-LISTING_PAGE = 10_000
-
-
-def _listing_schema() -> pa.Schema:
-    import pyarrow as pa
-
-    return pa.schema(
-        [
-            ("uri", pa.string()),
-            ("size", pa.int64()),
-            ("etag", pa.string()),
-            ("mtime", pa.float64()),
-            ("fingerprint", pa.string()),
-        ]
+    todo = batch.filter(batch["todo"])
+    kinds = pc.unique(todo["kind"]).to_pylist() if todo.num_rows else []
+    return pa.table(
+        {
+            "listed": [batch.num_rows],
+            "todo": [todo.num_rows],
+            "kinds": pa.array([kinds], pa.list_(pa.string())),
+        }
     )
 
 
 def listing_table(objects: Iterable[storage.ObjectInfo]) -> pa.Table:
-    """The listing as one Arrow table (``uri, size, etag, mtime, fingerprint``), consumed from
-    the streaming lister page by page."""
-    import pyarrow as pa
-
-    listing_schema = _listing_schema()
-    batches = []
-    page: list[storage.ObjectInfo] = []
-
-    def flush() -> None:
-        columns = {
-            "uri": [o.uri for o in page],
-            "size": [o.size for o in page],
-            "etag": [o.etag for o in page],
-            "mtime": [o.mtime for o in page],
-            "fingerprint": [o.fingerprint for o in page],
-        }
-        batches.append(pa.record_batch(columns, schema=listing_schema))
-        page.clear()
-
-    for obj in objects:
-        page.append(obj)
-        if len(page) >= LISTING_PAGE:
-            flush()
-    if page:
-        flush()
-    return pa.Table.from_batches(batches, schema=listing_schema)
+    """The listing as one Arrow table (``uri, size, etag, mtime, fingerprint``): for tests and
+    small in-process uses; a job lists into a Ray dataset (:mod:`mrag.pipelines.listing`)."""
+    return listing_from_objects(list(objects))
 
 
 def plan(store: Store, listing: pa.Table, retry_failed: bool) -> tuple[pa.Table, int]:
-    """The listed objects to (re)do (in listing order), and how many are already done.
-
-    Done means an ``assets`` row with the listed fingerprint, and status ``ok`` (or any status
-    unless ``retry_failed``): the commit protocol writes that row only after every
-    chunk and error row of the object. A left join in Arrow, not a Python dict of the table.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    listing = listing.append_column("position", pa.array(range(listing.num_rows), pa.int64()))
-    assets = store.asset_table().rename_columns(["uri", "done_fingerprint", "status"])
-    joined = listing.select(["uri", "fingerprint", "position"]).join(
-        assets, "uri", join_type="left outer"
-    )
-    final = ["ok"] if retry_failed else ["ok", "partial", "failed"]
-    same = pc.fill_null(pc.equal(joined["fingerprint"], joined["done_fingerprint"]), False)
-    done = pc.and_(same, pc.fill_null(pc.is_in(joined["status"], pa.array(final)), False))
-    remaining = joined.filter(pc.invert(done))["position"]
-    todo = listing.take(pc.take(remaining, pc.sort_indices(remaining))).drop_columns(["position"])
+    """The listed objects to (re)do, in listing order, and how many are already done (one
+    process; a job plans in tasks, :func:`mrag.pipelines.listing.planned_dataset`)."""
+    planned = plan_listing(store, listing, retry_failed)
+    todo = planned.filter(planned["todo"]).drop_columns(["todo", "stale"])
     return todo, listing.num_rows - todo.num_rows
 
 
@@ -402,74 +396,99 @@ def write_run_report(db_uri: str, report: dict[str, Any]) -> str:
 
 
 def run_ingest(
-    config: MragConfig, sources: Sequence[str], *, sync: bool = False, progress: bool = True
+    config: MragConfig,
+    sources: Sequence[str],
+    *,
+    sync: bool = False,
+    progress: bool = True,
+    manifest: str | None = None,
 ) -> IngestSummary:
-    """Ingests every new or changed object under ``sources`` into ``config.db_uri``.
+    """Ingests every new or changed object under ``sources`` (or listed in ``manifest``) into
+    ``config.db_uri``.
 
     Fails fast (before any work) when the weights cannot be found, or when the database's vectors
     were made by another model or other weights (``ConfigError`` naming both). Objects whose
     fingerprint (etag or mtime, and size) matches a previous run are skipped, so re-running adds
     no rows; a run killed at any point leaves nothing the next run would skip wrongly
-    (docs/architecture.md, "Commit protocol"). With ``sync``, the rows of objects gone from
-    under ``sources`` are removed too. Progress goes to stderr every few seconds; a JSON report
-    of the run is written beside the tables.
+    (docs/architecture.md, "Commit protocol"). The listing and the plan are Ray tasks over
+    shards; the driver holds neither. With ``sync``, the rows of objects gone from under
+    ``sources`` are removed too (the one step that gathers the listed URIs in the driver).
+    Progress goes to stderr every few seconds; a JSON report of the run is written beside the
+    tables.
     """
     summary = IngestSummary(run_id=uuid.uuid4().hex[:12])
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     started = time.perf_counter()
+    ingest = config.ingest
     store = Store(config.db_uri)
-    listing = listing_table(storage.list_objects(sources, config.ingest.extensions))
+    if not manifest:
+        storage.listing_shards(sources, min_shards=1, max_depth=0)  # a missing source fails now
+    summary.ray_startup_s = init_ray(config.ray_address)
+    quiet_ray_data()
+    started += summary.ray_startup_s
+    listing = listing_dataset(sources, ingest.extensions, manifest=manifest)
+    planned = planned_dataset(listing, config.db_uri, ingest.retry_failed, ingest.extensions)
+    planned = planned.materialize()
+    tallies = planned.map_batches(_tally, batch_format="pyarrow").take_all()
+    summary.seen = sum(t["listed"] for t in tallies)
+    n_todo = sum(t["todo"] for t in tallies)
+    summary.skipped = summary.seen - n_todo
+    kinds = {k for t in tallies for k in t["kinds"]}
     if sync:
         from mrag.pipelines.prune import prune_gone
 
-        summary.pruned = prune_gone(store, sources, listing["uri"]).objects
-    todo, summary.skipped = plan(store, listing, config.ingest.retry_failed)
-    summary.seen = listing.num_rows
-    del listing
+        uris = planned.select_columns(["uri"]).to_arrow_refs()
+        import ray
+
+        listed = [u for ref in uris for u in ray.get(ref)["uri"].to_pylist()]
+        summary.pruned = prune_gone(store, sources, listed).objects
     # Fails here, before any work, when a model's weights cannot be found or the database's
     # vectors were made by another model or other weights.
-    models = JobModels.for_objects(config, todo["uri"].to_pylist())
+    models = JobModels.for_kinds(config, kinds)
     provenance = models.provenance(config)
     store.ensure_tables(models.widths(), provenance)
-    writer = LanceWriteStage(config.db_uri, provenance, run_id=summary.run_id)
-    if todo.num_rows:
-        # Every row of an object to (re)do goes first: an old version's, or a killed run's
-        # partial one (chunks committed, no assets row). Then every append below is a new key.
-        store.forget(todo["uri"].to_pylist())
-        summary.ray_startup_s = init_ray(config.ray_address)
-        quiet_ray_data()
-        started += summary.ray_startup_s
-        dataset = build_dataset(config, todo, models)
-        shown = Progress(todo.num_rows) if progress else None
-        error_class: dict[str, str] = {}  # uri → why it failed or was cut short
+    committer = Committer(
+        config.db_uri,
+        run_id=summary.run_id,
+        first_wait_s=WRITE_BATCH_WAIT_S,
+        max_wait_s=ingest.commit_interval_s,
+    )
+    if n_todo:
+        todo = planned.map_batches(_todo_rows, batch_format="pyarrow")
+        targets = WriteTargets.for_store(store)
+        dataset = build_dataset(config, todo, n_todo, models, targets, provenance)
+        shown = Progress(n_todo) if progress else None
         # Fault injection (crash tests only): hold the driver this long after each commit, so
         # a test can kill it between two commits of a job that would otherwise finish first.
         hold_s = float(os.environ.get("MRAG_FAULT_COMMIT_DELAY_S") or 0)
-        for rows in _write_batches(dataset, config.ingest.write_batch_rows):
-            written = writer(rows)
+
+        def commit() -> None:
+            committer.commit()
+            if summary.first_commit_s is None and committer.commits:
+                summary.first_commit_s = time.perf_counter() - started
             if hold_s:
                 time.sleep(hold_s)
-            if summary.first_commit_s is None and writer.commits:
-                summary.first_commit_s = time.perf_counter() - started
-            classes = written["error_class"].to_pylist()
-            for uri, cls in zip(written["uri"].to_pylist(), classes, strict=True):
-                if cls:
-                    error_class[uri] = cls
-            summary.chunks += sum(1 for cls in classes if not cls)
+
+        for receipts in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
+            committer.add(receipts)
+            if committer.due():
+                commit()
             if shown:
-                shown.update(len(writer.finished), summary.chunks, len(error_class))
+                shown.update(*_progress_figures(committer))
+        commit()
         if shown:
-            shown.update(len(writer.finished), summary.chunks, len(error_class), final=True)
-        status = writer.finished
-        if writer.incomplete:  # a bug upstream (rows lost): they stay unmarked, redone next run
-            log.error("%d objects lost rows and stay unmarked: %s", len(writer.incomplete),
-                      writer.incomplete[:5])  # fmt: skip
-        summary.ingested = sum(1 for s in status.values() if s != "failed")
-        summary.partial = dict(Counter(error_class[u] for u, s in status.items() if s == "partial"))
-        summary.failed = dict(Counter(error_class[u] for u, s in status.items() if s == "failed"))
+            shown.update(*_progress_figures(committer), final=True)
+        if committer.incomplete:  # a bug upstream (rows lost): they stay unmarked, redone next run
+            log.error("%d objects lost rows and stay unmarked: %s", len(committer.incomplete),
+                      committer.incomplete[:5])  # fmt: skip
+    counts = committer.status_counts
+    summary.ingested = counts["ok"] + counts["partial"]
+    summary.partial = {c: n for (s, c), n in committer.error_counts.items() if s == "partial"}
+    summary.failed = {c: n for (s, c), n in committer.error_counts.items() if s == "failed"}
+    summary.chunks = sum(c.rows for c in committer.commits if c.table == schema.CHUNKS)
     summary.elapsed_s = time.perf_counter() - started
-    summary.commits = len(writer.commits)
-    if todo.num_rows:
+    summary.commits = len(committer.commits)
+    if n_todo:
         store.optimize()
         if config.index.auto_after_ingest:
             from mrag.pipelines.index import build_indices
@@ -480,6 +499,7 @@ def run_ingest(
         "started_at": started_at,
         "db_uri": config.db_uri,
         "sources": list(sources),
+        "manifest": manifest,
         "sync": sync,
         "summary": summary.to_dict(),
         "errors_by_class": dict(Counter(summary.failed) + Counter(summary.partial)),
@@ -489,15 +509,34 @@ def run_ingest(
         },
         "pipeline_version": schema.PIPELINE_VERSION,
         "versions": _versions(),
-        "incomplete_objects": writer.incomplete,
-        "commits": [c.to_dict() for c in writer.commits],
+        "incomplete_objects": committer.incomplete,
+        "driver": {
+            "receipt_bytes": committer.received_bytes,
+            "written_bytes": committer.written_bytes,
+            "rewritten_receipts": committer.rewritten_receipts,
+            "dropped_repeat_rows": committer.dropped_rows,
+        },
+        "commits": [c.to_dict() for c in committer.commits],
     }
     summary.report_uri = write_run_report(config.db_uri, report)
     return summary
 
 
+def _progress_figures(committer: Committer) -> tuple[int, int, int]:
+    counts = committer.status_counts
+    chunks = sum(c.rows for c in committer.commits if c.table == schema.CHUNKS)
+    return sum(counts.values()), chunks, counts["partial"] + counts["failed"]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("sources", nargs="+", help="folders, files or s3:// prefixes")
+    parser.add_argument(
+        "sources", nargs="*", help="folders, files or s3:// prefixes (or give --manifest)"
+    )
+    parser.add_argument(
+        "--manifest",
+        help="a list of objects to ingest instead of listing: Parquet or CSV with a uri column, "
+        "or an S3 Inventory manifest.json",
+    )
     add_config_arguments(parser)
     parser.add_argument("--address", help="Ray cluster address (default: local Ray)")
     parser.add_argument(
@@ -516,7 +555,9 @@ def command(args: argparse.Namespace) -> int:
     if args.json:  # Ray prints worker and raylet notices to stdout: they go to stderr instead
         sys.stdout = sys.stderr
     try:
-        summary = run_ingest(config, args.sources, sync=args.sync)
+        if not args.sources and not args.manifest:
+            raise ConfigError("give sources to list, or --manifest")
+        summary = run_ingest(config, args.sources, sync=args.sync, manifest=args.manifest)
     finally:
         sys.stdout = stdout
     print(json.dumps(summary.to_dict()) if args.json else summary.render())

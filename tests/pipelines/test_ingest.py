@@ -6,7 +6,7 @@ import boto3
 import pytest
 
 from mrag.config import IngestConfig, load_config
-from mrag.pipelines.ingest import _write_batches, decode_task_count, run_ingest
+from mrag.pipelines.ingest import decode_task_count, run_ingest
 from mrag.query import QueryEngine
 from mrag.store import schema
 from mrag.store.lance import Store
@@ -96,21 +96,6 @@ def test_changed_and_new_objects_are_the_only_work_on_rerun(ray_local, s3_bucket
     assert all(assets[c["uri"]] == c["asset_id"] for c in chunks)
     hits = QueryEngine(config).search(None, image=images[4][1], k=1)
     assert hits[0].uri == f"s3://{s3_bucket}/{images[0][0]}"
-
-
-def test_commits_gather_finished_blocks_into_batches(ray_local) -> None:
-    import ray.data
-
-    dataset = ray.data.range(10, override_num_blocks=10)  # ten one-row blocks
-    batches = list(_write_batches(dataset, min_rows=4, max_wait_s=3600))
-    assert [b.num_rows for b in batches] == [4, 4, 2]
-    assert sorted(i for b in batches for i in b["id"].to_pylist()) == list(range(10))
-    # Overdue (no commit for max_wait_s): each block is committed as it comes.
-    batches = list(_write_batches(dataset, min_rows=4, max_wait_s=0))
-    assert [b.num_rows for b in batches] == [1] * 10
-    # By bytes: a commit never holds more than about max_bytes.
-    batches = list(_write_batches(dataset, min_rows=100, max_bytes=1, max_wait_s=3600))
-    assert [b.num_rows for b in batches] == [1] * 10
 
 
 def test_decode_tasks_amortise_rays_per_task_cost_and_keep_every_decoder_busy() -> None:

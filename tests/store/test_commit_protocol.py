@@ -10,11 +10,12 @@ import pyarrow as pa
 import pytest
 
 from mrag import storage
-from mrag.errors import MragError
 from mrag.pipelines.ingest import listing_table, plan
 from mrag.pipelines.prune import prune_gone
 from mrag.store import schema
+from mrag.store.commit import Committer
 from mrag.store.lance import Store
+from mrag.store.plan import plan_listing
 from mrag.store.writer import LanceWriteStage
 
 DIM = 4
@@ -28,7 +29,8 @@ def _object_rows(uri: str, n_chunks: int, *, fingerprint: str = "f1", partial: b
             "uri": uri, "size": 10, "etag": "e", "mtime": 0.0, "fingerprint": f"{fingerprint}:10",
             "asset_id": f"{uri}@{fingerprint}", "asset_modality": "text",
             "asset_status": status, "n_chunks": n_chunks,
-            "chunk_id": f"{uri}@{fingerprint}#{i}", "modality": "text", "text": f"part {i}",
+            "chunk_id": f"{uri}@{fingerprint}#{i}", "ordinal": i, "modality": "text",
+            "text": f"part {i}",
             "title": None, "error_stage": "", "error_class": "", "error_message": "",
             "vector": [float(i + 1)] * DIM,
         }
@@ -36,6 +38,7 @@ def _object_rows(uri: str, n_chunks: int, *, fingerprint: str = "f1", partial: b
     ]  # fmt: skip
     if partial:
         rows.append({**rows[0], "chunk_id": f"{uri}@{fingerprint}#error", "text": None,
+                     "ordinal": n_chunks,
                      "error_stage": "decode", "error_class": "TooManyPages",
                      "error_message": "cut short"})  # fmt: skip
     return rows
@@ -89,18 +92,16 @@ def test_a_crash_between_chunks_and_assets_leaves_the_object_to_redo(tmp_path) -
     class Killed(Exception):
         pass
 
-    class CrashingStore(Store):
-        def append(self, name, rows, properties=None):
+    class CrashingCommitter(Committer):
+        def _commit_fragments(self, name, fragments, batch):
             if name == schema.ASSETS:
                 raise Killed  # the driver dies after the chunk and error commits
-            return super().append(name, rows, properties)
+            return super()._commit_fragments(name, fragments, batch)
 
     writer = LanceWriteStage(db)
-    writer.store = CrashingStore(db)
+    writer.committer = CrashingCommitter(db)
     with pytest.raises(Killed):
         writer(_table([dict(r) for r in rows]))
-    with pytest.raises(MragError, match="earlier commit of this job failed"):
-        writer(_table(_object_rows("/d/c.txt", 1)))  # a writer never goes on past a failure
     assert store.count_rows(schema.CHUNKS) == 5 and store.count_rows(schema.ERRORS) == 1
     assert store.count_rows(schema.ASSETS) == 0
 
@@ -108,8 +109,9 @@ def test_a_crash_between_chunks_and_assets_leaves_the_object_to_redo(tmp_path) -
     listing = [_listed("/d/a.txt"), _listed("/d/b.pdf")]
     todo, skipped = _plan(store, listing)
     assert (todo, skipped) == (["/d/a.txt", "/d/b.pdf"], 0)
-    store.forget(todo)
-    LanceWriteStage(db)(_table([dict(r) for r in rows]))
+    planned = plan_listing(store, listing_table(listing), retry_failed=False)
+    assert planned["stale"].to_pylist() == [True, True]  # the killed run's rows go first
+    LanceWriteStage(db)(_table([{**r, "stale": True} for r in rows]))
     chunk_ids = store.read(schema.CHUNKS, ["chunk_id"])["chunk_id"].to_pylist()
     assert sorted(chunk_ids) == sorted(r["chunk_id"] for r in rows if not r["error_class"])
     assert store.count_rows(schema.ERRORS) == 1
@@ -126,9 +128,19 @@ def test_a_changed_object_loses_its_done_mark_before_its_new_rows_land(tmp_path)
     changed = [_listed("/d/a.txt", "f2")]
     todo, _ = _plan(store, changed)
     assert todo == ["/d/a.txt"]
-    store.forget(todo)
+    assert plan_listing(store, listing_table(changed), False)["stale"].to_pylist() == [True]
+    rows = [{**r, "stale": True} for r in _object_rows("/d/a.txt", 3, fingerprint="f2")]
+
+    class CrashingCommitter(Committer):
+        def _commit_fragments(self, name, fragments, batch):
+            raise OSError("the driver is gone")  # after the old rows went, before the new
+
+    crashing = LanceWriteStage(db)
+    crashing.committer = CrashingCommitter(db)
+    with pytest.raises(OSError):
+        crashing(_table([dict(r) for r in rows]))
     assert store.count_rows(schema.ASSETS) == 0  # a crash here: the next run redoes it
-    LanceWriteStage(db)(_table(_object_rows("/d/a.txt", 3, fingerprint="f2")))
+    LanceWriteStage(db)(_table(rows))
     assert store.count_rows(schema.CHUNKS) == 3
     assert store.read(schema.ASSETS, ["fingerprint"])["fingerprint"].to_pylist() == ["f2:10"]
 

@@ -32,6 +32,7 @@ def _embedded_rows(uris: list[str], clip_weights_id: str | None = CLIP.weights_i
         "asset_status": ["ok"] * n,
         "n_chunks": [2] * n,
         "chunk_id": [f"{u}#{i}" for u in uris for i in (0, 1)],
+        "ordinal": pa.array([i for _ in uris for i in (0, 1)], pa.int32()),
         "modality": ["pdf_page", "text"] * len(uris),
         "text": [None, "words"] * len(uris),
         "title": [None] * n,
