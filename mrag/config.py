@@ -301,7 +301,12 @@ class IndexConfig(_ConfigModel):
     """When and how to index ``chunks`` (docs/architecture.md: "Where the measured settings…").
 
     Exact search is used below ``vector_min_rows``: at that size a flat scan is fast and exact.
-    After each build, recall@10 against exact search is measured on ``recall_sample`` queries.
+    Above it the index type and its build parameters follow the row count (IVF_HNSW_SQ with
+    ``rows_per_partition`` rows a partition below ``pq_min_rows``, IVF_PQ with sub-vectors of
+    ``pq_sub_vector_dims`` dimensions from there); after each build the query settings are raised
+    until recall@10 against exact search reaches ``target_recall`` on ``recall_sample`` queries
+    (``mrag.store.index_tuning``). When the indexed rows have changed by more than
+    ``retune_after_growth`` (a fraction) since, the next ``mrag index`` tunes them again.
     """
 
     _section: ClassVar[str] = "index"
@@ -309,8 +314,11 @@ class IndexConfig(_ConfigModel):
     vector_min_rows: Int = Field(100_000, gt=0)
     pq_min_rows: Int = Field(5_000_000, gt=0)
     rows_per_partition: Int = Field(4_000, gt=0)
+    pq_sub_vector_dims: Int = Field(4, gt=0)
+    target_recall: Float = Field(0.95, gt=0, le=1)
     # At least one query: a recall measured on none would be reported as a perfect 1.0.
-    recall_sample: Int = Field(50, ge=1)
+    recall_sample: Int = Field(200, ge=1)
+    retune_after_growth: Float = Field(0.25, ge=0)
     auto_after_ingest: bool = True
 
 
@@ -355,6 +363,13 @@ class ServeConfig(_ConfigModel):
     # past it /v1/answer is refused with 503 before any work, instead of queueing into
     # time-outs. Size it to the generators' throughput times the wait a client accepts.
     max_answers_in_flight: Int = Field(16, gt=0)
+    # `mrag serve` on SIGTERM or Ctrl-C: new requests get 503 at once, requests in flight get
+    # this long to finish, then Serve and the Ray that mrag started shut down. Keep it under
+    # what the supervisor waits before SIGKILL (Kubernetes: terminationGracePeriodSeconds, 30).
+    shutdown_grace_s: Float = Field(20.0, ge=0, le=3600)
+    # Query engines (each with its loaded query models) one process keeps for reuse
+    # (QueryEngine.for_config: notebooks, eval, `mrag ask`); the least recently used goes first.
+    engine_cache_size: Int = Field(4, gt=0, le=1000)
 
 
 #: Chunk modalities as the ``chunks`` table writes them (``mrag.spaces.CHUNK_MODALITIES``).
@@ -558,6 +573,9 @@ class MragConfig(_ConfigModel):
     text_model: Text = ""
     text_weights: Text = ""
     ray_address: Text = ""
+    # Prometheus port of the local Ray this process starts (0: Ray picks one); the ingest's
+    # mrag_* metrics are there, beside Ray Data's and Serve's (names prefixed ray_).
+    ray_metrics_port: Int = Field(0, ge=0, le=65535)
     seed: Int = Field(0, ge=0, le=2**32 - 1)  # the range numpy, torch and random all accept
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     index: IndexConfig = Field(default_factory=IndexConfig)

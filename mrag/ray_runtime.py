@@ -72,7 +72,7 @@ def bind_serve_replica_to_node_address() -> None:
     replica.add_port_to_grpc_server = add_port
 
 
-def init_ray(address: str = "", *, num_cpus: int | None = None) -> float:
+def init_ray(address: str = "", *, num_cpus: int | None = None, metrics_port: int = 0) -> float:
     """Connects to ``address`` or starts a loopback-only local instance; returns start-up seconds.
 
     Does nothing (and returns 0) when Ray is already initialised in this process. Every mrag entry
@@ -104,6 +104,7 @@ def init_ray(address: str = "", *, num_cpus: int | None = None) -> float:
         ray.init(
             num_cpus=num_cpus,
             include_dashboard=False,
+            _metrics_export_port=metrics_port or None,
             logging_level=logging.WARNING,
             configure_logging=True,
         )

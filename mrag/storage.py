@@ -203,6 +203,11 @@ def stat_object(uri: str) -> ObjectInfo:
     return _object_info(protocol, fs.info(path))
 
 
+def entry_mtime(entry: dict) -> float:
+    """A listing entry's modification time in seconds (local ``mtime``, S3 ``LastModified``)."""
+    return _mtime(entry)
+
+
 def _mtime(entry: dict) -> float:
     value = entry.get("mtime") or entry.get("LastModified") or entry.get("created") or 0.0
     return value.timestamp() if hasattr(value, "timestamp") else float(value)

@@ -2,31 +2,36 @@
 
     python -m pipelines.index --db ./mrag-db
 
-Runs at the end of every ingest too (``index.auto_after_ingest``). Vector index type and partition
-count follow the row count; below ``index.vector_min_rows`` search stays exact. After a vector
-index is built, recall@10 against exact search is measured on a sample of stored vectors and
-reported, because default query settings can be far from what they promise.
+Runs at the end of every ingest too (``index.auto_after_ingest``). Below
+``index.vector_min_rows`` vector search stays exact; above it the index type and its build
+parameters follow the row count, and after each build the query settings (nprobes, refine
+factor, ef) are raised until recall@10 against exact search reaches ``index.target_recall`` on a
+sample of stored vectors (``mrag.store.index_tuning``). The settings chosen and the recall they
+reached go to the table's configuration, where searches read them, and to the report (printed,
+``--json``, and written to ``<db>/_runs/``). Builds and tuning steps are shown on stderr.
 """
 
 from __future__ import annotations
 
-import math
+import json
+import sys
 import time
+import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
+from mrag import storage
 from mrag.config import add_config_arguments, config_from_args
 from mrag.errors import TableNotFoundError
 from mrag.pipelines.command import run_command
 from mrag.spaces import SPACES
-from mrag.store import schema
+from mrag.store import index_tuning, schema
+from mrag.store.orphans import remove_orphan_files
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from mrag.config import IndexConfig
     from mrag.store.lance import Store
@@ -47,29 +52,52 @@ class IndexReport:
             f"scalar indices: {', '.join(self.scalar)}",
         ]
         for column, info in self.vector.items():
-            lines.append(f"vector {column}: " + ", ".join(f"{k}={v}" for k, v in info.items()))
+            shown = {k: v for k, v in info.items() if v is not None and k != "column"}
+            lines.append(f"vector {column}: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
+            if info.get("target_met") is False:
+                lines.append(
+                    f"  warning: recall@10 {info['recall_at_10']} is below the target "
+                    f"{info['target_recall']} at every query setting tried"
+                )
         lines.append(f"done in {self.elapsed_s:.1f} s")
         return "\n".join(lines)
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fts": self.fts,
+            "scalar": self.scalar,
+            "vector": self.vector,
+            "elapsed_s": round(self.elapsed_s, 1),
+        }
+
 
 def choose_vector_index(n_rows: int, dim: int, config: IndexConfig) -> dict[str, Any] | None:
-    """None (exact search) for small tables; IVF_HNSW_SQ up to ``pq_min_rows``; IVF_PQ beyond."""
-    if n_rows < config.vector_min_rows:
+    """The first index to try (``None``: exact search), as build parameters."""
+    ladder = index_tuning.index_ladder(n_rows, dim, config)
+    if not ladder:
         return None
-    partitions = max(1, n_rows // config.rows_per_partition)
-    if n_rows < config.pq_min_rows:
-        return {"index_type": "IVF_HNSW_SQ", "num_partitions": min(partitions, 4096)}
-    return {
-        "index_type": "IVF_PQ",
-        "num_partitions": int(math.sqrt(n_rows)),
-        "num_sub_vectors": max(1, dim // 8),
-    }
+    first = ladder[0]
+    choice: dict[str, Any] = {"index_type": first.index_type}
+    choice["num_partitions"] = first.num_partitions
+    if first.num_sub_vectors is not None:
+        choice["num_sub_vectors"] = first.num_sub_vectors
+    return choice
 
 
 def build_indices(
-    store: Store, config: IndexConfig, *, rebuild_vectors: bool = False
+    store: Store,
+    config: IndexConfig,
+    *,
+    rebuild_vectors: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> IndexReport:
-    """Creates missing indices and brings existing ones up to date with new rows."""
+    """Creates missing indices and brings existing ones up to date with new rows.
+
+    A vector index is built (and tuned) when a column has none, or with ``rebuild_vectors``;
+    an existing one is re-tuned, not rebuilt, when it has no tuning record or its rows changed
+    by more than ``config.retune_after_growth`` since it was tuned. ``progress`` receives one
+    line per stage and per setting measured (default: the module's log).
+    """
     started = time.perf_counter()
     report = IndexReport()
     table = store.open(schema.CHUNKS)
@@ -99,22 +127,54 @@ def build_indices(
             table.create_scalar_index(column, index_type=index_type)
         report.scalar.append(f"{column} ({index_type})")
 
+    records = index_tuning.stored_tunings(table.to_lance())
     for column in (c for c in SPACES if c in table.schema.names):
         n_rows = table.count_rows(f"{column} IS NOT NULL")
         dim = table.schema.field(column).type.list_size
-        choice = choose_vector_index(n_rows, dim, config)
-        if choice is None:
+        existing_index = by_column.get((column,))
+        if existing_index is not None and not rebuild_vectors:
+            report.vector[column] = _update_vector_index(
+                table, column, existing_index, records.get(column), n_rows, config, progress
+            )
+            continue
+        record = index_tuning.build_tuned_index(
+            table, column, rows=n_rows, dim=dim, config=config, progress=progress
+        )
+        if record is None:
             report.vector[column] = {"rows": n_rows, "search": "exact (below vector_min_rows)"}
             continue
-        if (column,) in by_column and not rebuild_vectors:
-            report.vector[column] = {"rows": n_rows, "index": by_column[(column,)].index_type,
-                                     "status": "updated"}  # fmt: skip
-            continue
-        table.create_index(metric="cosine", vector_column_name=column, replace=True, **choice)
-        recall = measure_recall(table, column, sample=config.recall_sample)
-        report.vector[column] = {"rows": n_rows, **choice, "recall_at_10": round(recall, 3)}
+        report.vector[column] = {"status": "built", **record.to_dict()}
     report.elapsed_s = time.perf_counter() - started
     return report
+
+
+def _update_vector_index(
+    table: Any,
+    column: str,
+    index: Any,
+    record: index_tuning.TunedIndex | None,
+    n_rows: int,
+    config: IndexConfig,
+    progress: Callable[[str], None] | None,
+) -> dict[str, Any]:
+    """An existing index (``optimize`` already folded new rows in): its stored tuning, or a new
+    one when it has none or the rows changed by more than ``retune_after_growth``."""
+    spec = index_tuning.spec_of(table, index, record)
+    if spec is None:  # an index type mrag does not build: searched with LanceDB's defaults
+        return {"rows": n_rows, "index": index.index_type, "status": "updated (not tuned)"}
+    if (
+        record is not None
+        and record.index_type == spec.index_type
+        and abs(n_rows - record.rows) <= config.retune_after_growth * max(1, record.rows)
+    ):
+        return {"status": "updated", **record.to_dict(), "rows": n_rows}
+    sample = index_tuning.recall_sample(
+        table, column, rows=n_rows, config=config, progress=progress
+    )
+    retuned = index_tuning.tune_index(
+        table, column, spec, sample, rows=n_rows, config=config, build_s=None, progress=progress
+    )
+    return {"status": "updated, re-tuned", **retuned.to_dict()}
 
 
 @dataclass
@@ -154,60 +214,24 @@ def maintain(
             .to_lance()
             .cleanup_old_versions(older_than=keep_versions_for, delete_unverified=True)
         )
+        # Lance's clean-up misses files abandoned after the oldest kept version (killed or
+        # retried fragment writers): those go here, once older than the kept versions.
+        orphans = remove_orphan_files(store, name, keep_versions_for.total_seconds())
         report.tables[name] = {
             "fragments_removed": compacted.fragments_removed,
             "fragments_added": compacted.fragments_added,
             "old_versions_removed": cleaned.old_versions,
-            "bytes_removed": cleaned.bytes_removed,
+            "bytes_removed": cleaned.bytes_removed + orphans.bytes,
+            "orphan_files_removed": orphans.files,
         }
     report.elapsed_s = time.perf_counter() - started
     return report
 
 
-def measure_recall(table: Any, column: str, *, sample: int, k: int = 10) -> float:
-    """Mean recall@k of the indexed search (as the retriever runs it) against exact search.
-
-    Raises:
-        ValueError: ``sample`` is below 1.
-        RuntimeError: the column holds no vectors to sample; a recall of 1.0 would then be
-            reported for a figure that was never measured.
-    """
-    from mrag.retrieve.search import Retriever
-
-    if sample < 1:
-        raise ValueError(f"recall sample must be >= 1, got {sample}")
-    settings = Retriever._index_settings(table, column)
-    if settings is None:
-        raise RuntimeError(f"no query settings known for the index on {column}")
-    vectors = (
-        table.search()
-        .where(f"{column} IS NOT NULL")
-        .select([column])
-        .limit(sample)
-        .to_arrow()[column]
-        .to_pylist()
-    )
-    if not vectors:
-        raise RuntimeError(f"no {column} vectors to measure recall on")
-    recalls = []
-    for vector in vectors:
-        query = np.asarray(vector, dtype=np.float32)
-
-        def ids(q: Any) -> set[str]:
-            rows = q.select(["chunk_id", "_distance"]).limit(k).to_arrow()
-            return set(rows["chunk_id"].to_pylist())
-
-        base = table.search(query, vector_column_name=column).distance_type("cosine")
-        exact = ids(base.bypass_vector_index())
-        base = table.search(query, vector_column_name=column).distance_type("cosine")
-        approx = ids(base.nprobes(settings[0]).refine_factor(settings[1]))
-        recalls.append(len(exact & approx) / max(1, len(exact)))
-    return float(np.mean(recalls))
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument("--rebuild", action="store_true", help="retrain vector indices")
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON document")
     parser.add_argument(
         "--maintain",
         action="store_true",
@@ -227,11 +251,44 @@ def command(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)
     store = Store(config.db_uri)
-    print(build_indices(store, config.index, rebuild_vectors=args.rebuild).render())
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    report = build_indices(store, config.index, rebuild_vectors=args.rebuild, progress=_to_stderr)
+    maintenance = None
     if args.maintain:
-        kept = timedelta(hours=args.keep_versions_hours)
-        print(maintain(store, keep_versions_for=kept).render())
+        maintenance = maintain(store, keep_versions_for=timedelta(hours=args.keep_versions_hours))
+    document = {
+        "run_id": uuid.uuid4().hex[:12],
+        "job": "index",
+        "started_at": started_at,
+        "db_uri": config.db_uri,
+        "index": report.to_dict(),
+        "maintenance": None if maintenance is None else maintenance.tables,
+    }
+    document["report_uri"] = write_index_report(config.db_uri, document)
+    if args.json:
+        print(json.dumps(document))
+    else:
+        print(report.render())
+        if maintenance is not None:
+            print(maintenance.render())
     return 0
+
+
+def _to_stderr(line: str) -> None:
+    print(f"[index {time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
+
+
+def write_index_report(db_uri: str, report: dict[str, Any]) -> str:
+    """Writes the run's JSON report beside the tables (``<db>/_runs/<time>-index-<run id>.json``,
+    next to the ingest reports); returns its URI."""
+    fs, root = storage.filesystem(db_uri)
+    stamp = report["started_at"].replace(":", "").replace("-", "")
+    name = f"{stamp}-index-{report['run_id']}.json"
+    path = f"{root.rstrip('/')}/_runs/{name}"
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    with fs.open(path, "w") as out:
+        json.dump(report, out, indent=2)
+    return f"{db_uri.rstrip('/')}/_runs/{name}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -32,6 +32,7 @@ from mrag.embed.stage import EmbedStage
 from mrag.errors import ConfigError
 from mrag.kinds import KINDS
 from mrag.models import get_model_spec, weights_id
+from mrag.pipelines import metrics
 from mrag.pipelines.command import run_command
 from mrag.pipelines.listing import listing_dataset, listing_from_objects, planned_dataset
 from mrag.ray_runtime import init_ray, quiet_ray_data
@@ -145,7 +146,30 @@ class Progress:
 def _decode(batch: dict[str, np.ndarray], **kwargs: Any) -> Iterator[pa.Table]:
     """Tables as the objects are decoded (a generator UDF): Ray Data takes each as soon as it
     exists, so a long recording's rows do not wait for the rest of its batch."""
-    yield from DecodeStage(**kwargs).tables(batch)
+    import pyarrow.compute as pc
+
+    read_bytes = int(sum(batch["size"]))
+    started = time.perf_counter()
+    for table in DecodeStage(**kwargs).tables(batch):
+        errors = table.filter(pc.not_equal(table["error_class"], ""))
+        metrics.decoded(
+            zip(errors["error_class"].to_pylist(), errors["error_stage"].to_pylist(), strict=True),
+            read_bytes,
+        )
+        read_bytes = 0
+        metrics.stage_call("decode", time.perf_counter() - started)
+        yield table
+        started = time.perf_counter()
+
+
+class MeteredEmbedStage(EmbedStage):
+    """The embed stage, its calls timed into ``mrag_ingest_stage_seconds{stage="embed"}``."""
+
+    def __call__(self, rows: pa.Table) -> pa.Table:
+        started = time.perf_counter()
+        embedded = super().__call__(rows)
+        metrics.stage_call("embed", time.perf_counter() - started)
+        return embedded
 
 
 def decode_task_count(n_objects: int, ingest: IngestConfig) -> int:
@@ -274,7 +298,7 @@ def build_dataset(
             **_placement(ingest.decode_resources, ingest.decode_memory_mb),
         )
         .map_batches(
-            EmbedStage,
+            MeteredEmbedStage,
             # Only the spaces this job's rows need: an image-only job never loads the text
             # encoder.
             fn_constructor_kwargs={"spaces": models.spaces, "ingest": ingest, "seed": config.seed},
@@ -319,7 +343,10 @@ def _write_fragments(
     """Ray Data task: embedded rows → Lance files on this worker → one receipt row."""
     marker = os.environ.get(KILL_WRITER_ENV)
     batch_written = _kill_self if marker and _claim(marker) else None
-    return FragmentWriter(targets, provenance, batch_written=batch_written)(rows)
+    started = time.perf_counter()
+    receipt = FragmentWriter(targets, provenance, batch_written=batch_written)(rows)
+    metrics.stage_call("write", time.perf_counter() - started)
+    return receipt
 
 
 def _claim(marker: str) -> bool:
@@ -423,7 +450,7 @@ def run_ingest(
     store = Store(config.db_uri)
     if not manifest:
         storage.listing_shards(sources, min_shards=1, max_depth=0)  # a missing source fails now
-    summary.ray_startup_s = init_ray(config.ray_address)
+    summary.ray_startup_s = init_ray(config.ray_address, metrics_port=config.ray_metrics_port)
     quiet_ray_data()
     started += summary.ray_startup_s
     listing = listing_dataset(sources, ingest.extensions, manifest=manifest)
@@ -463,7 +490,10 @@ def run_ingest(
         hold_s = float(os.environ.get("MRAG_FAULT_COMMIT_DELAY_S") or 0)
 
         def commit() -> None:
+            known, statuses = len(committer.commits), dict(committer.status_counts)
             committer.commit()
+            finished = {k: n - statuses.get(k, 0) for k, n in committer.status_counts.items()}
+            metrics.committed(committer.commits[known:], finished)
             if summary.first_commit_s is None and committer.commits:
                 summary.first_commit_s = time.perf_counter() - started
             if hold_s:

@@ -273,3 +273,39 @@ def test_s3_server_down_for_seconds_mid_job_then_every_object_lands(tmp_path) ->
         )
     finally:
         server.stop()
+
+
+def test_writer_killed_mid_fragment_then_maintenance_removes_its_files(corpus, tmp_path) -> None:
+    """A fragment writer kills its own process (SIGKILL) after handing Lance its first record
+    batch: Ray runs the task again, the job ends with every row once, and the half-written
+    file that no version references is what ``mrag index --maintain`` removes."""
+    from mrag.store.orphans import referenced_files
+
+    source, reference, _ = corpus
+    db = tmp_path / "db"
+    marker = tmp_path / "writer-killed"
+    summary, _ = _finish(_ingest(source, db, MRAG_FAULT_KILL_WRITER_ONCE=str(marker)))
+    assert marker.exists(), "no writer claimed the fault"
+    _assert_same_database(db, reference)
+
+    def unreferenced() -> dict[str, int]:
+        counts = {}
+        store = Store(str(db))
+        for name in (schema.CHUNKS, schema.ERRORS):
+            dataset = store.open(name).to_lance()
+            files = set(os.listdir(os.path.join(dataset.uri, "data")))
+            counts[name] = len(files - referenced_files(dataset))
+        return counts
+
+    left = unreferenced()
+    print(f"writer killed mid-fragment: job ended with {summary['chunks']} chunks; "
+          f"unreferenced data files left: {left}")  # fmt: skip
+    maintained = subprocess.run(
+        [mrag_command(), "index", "--db", str(db), "--profile", "offline", "--maintain",
+         "--keep-versions-hours", "0"],
+        env=user_env(), capture_output=True, text=True, timeout=JOB_TIMEOUT_S,
+    )  # fmt: skip
+    assert maintained.returncode == 0, maintained.stderr[-2000:]
+    assert "orphan_files_removed" in maintained.stdout
+    assert unreferenced() == {schema.CHUNKS: 0, schema.ERRORS: 0}
+    _assert_same_database(db, reference)
