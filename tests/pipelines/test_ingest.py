@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import boto3
 import pytest
 
@@ -107,3 +109,73 @@ def test_decode_tasks_amortise_rays_per_task_cost_and_keep_every_decoder_busy() 
     many_decoders = IngestConfig(decode_task_objects=256, decode_tasks=8)
     assert decode_task_count(300, many_decoders) == 8
     assert decode_task_count(5, many_decoders) == 5  # never an empty task
+
+
+def _manifest(s3, bucket: str, form: str, listed: list[str]) -> str:
+    """A manifest of ``listed`` keys in one of the forms ``--manifest`` reads; returns its URI."""
+    import csv
+    import gzip
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    heads = {k: s3.head_object(Bucket=bucket, Key=k) for k in listed}
+    if form == "parquet":
+        table = pa.table(
+            {
+                "uri": [f"s3://{bucket}/{k}" for k in listed],
+                "size": [heads[k]["ContentLength"] for k in listed],
+                "etag": [heads[k]["ETag"] for k in listed],
+            }
+        )
+        sink = io.BytesIO()
+        pq.write_table(table, sink)
+        s3.put_object(Bucket=bucket, Key="lists/objects.parquet", Body=sink.getvalue())
+        return f"s3://{bucket}/lists/objects.parquet"
+    if form == "csv":  # bare URIs: sizes and etags are looked up by the planning tasks
+        body = "uri\n" + "".join(f"s3://{bucket}/{k}\n" for k in listed)
+        s3.put_object(Bucket=bucket, Key="lists/objects.csv", Body=body.encode())
+        return f"s3://{bucket}/lists/objects.csv"
+    # An S3 Inventory report: manifest.json naming gzip'd CSV parts without a header.
+    from urllib.parse import quote_plus
+
+    rows = io.StringIO()
+    writer = csv.writer(rows)
+    for k in listed:
+        modified = heads[k]["LastModified"].strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        writer.writerow([bucket, quote_plus(k), heads[k]["ContentLength"], modified,
+                         heads[k]["ETag"].strip('"'), "false", "true"])  # fmt: skip
+    writer.writerow([bucket, "photos/", 0, "2026-01-01T00:00:00.000Z", "d41d8", "false", "true"])
+    part = "inventory/data/part-0.csv.gz"
+    s3.put_object(Bucket=bucket, Key=part, Body=gzip.compress(rows.getvalue().encode()))
+    manifest = {
+        "sourceBucket": bucket,
+        "destinationBucket": f"arn:aws:s3:::{bucket}",
+        "fileFormat": "CSV",
+        "fileSchema": "Bucket, Key, Size, LastModifiedDate, ETag, IsDeleteMarker, IsLatest",
+        "files": [{"key": part, "size": 1, "MD5checksum": "x"}],
+    }
+    s3.put_object(Bucket=bucket, Key="inventory/manifest.json", Body=json.dumps(manifest).encode())
+    return f"s3://{bucket}/inventory/manifest.json"
+
+
+@pytest.mark.parametrize("form", ["parquet", "csv", "inventory"])
+def test_ingest_from_a_manifest_of_objects(ray_local, s3_bucket, tmp_path, form) -> None:
+    s3 = boto3.client("s3")
+    images = list(good_images().items())[:5]
+    for key, data in images:
+        s3.put_object(Bucket=s3_bucket, Key=key, Body=data)
+    s3.put_object(Bucket=s3_bucket, Key="photos/with space+plus.jpg", Body=images[0][1])
+    listed = [k for k, _ in images[:4]] + ["photos/with space+plus.jpg"]
+    manifest = _manifest(s3, s3_bucket, form, listed)
+    config = load_config(profile="offline", overrides={"db_uri": str(tmp_path / "db")})
+    summary = run_ingest(config, [], manifest=manifest)
+    assert (summary.seen, summary.ingested) == (5, 5)
+    store = Store(config.db_uri)
+    uris = sorted(store.read(schema.ASSETS, ["uri"])["uri"].to_pylist())
+    assert uris == sorted(f"s3://{s3_bucket}/{k}" for k in listed)  # the fifth image not listed
+    # The manifest's fingerprints are the listing's: a run over the prefix redoes only the
+    # object the manifest left out.
+    again = run_ingest(config, [f"s3://{s3_bucket}/photos/"])
+    assert (again.seen, again.skipped, again.ingested) == (6, 5, 1)
