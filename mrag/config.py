@@ -563,7 +563,8 @@ class MragConfig(_ConfigModel):
     are filled that way too.
     ``clip_weights`` overrides where the CLIP weights come from: a local file or folder, or an
     object-storage prefix (``s3://bucket/models/vit-b-32/``) that is copied once per node.
-    ``ray_address`` empty starts (or joins) a local Ray.
+    ``ray_address`` empty starts a local Ray of this process's own (``auto`` joins the one
+    ``ray start`` made on this machine).
     """
 
     profile: Annotated[Profile, BeforeValidator(_known_profile)] = "default"

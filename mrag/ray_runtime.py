@@ -102,6 +102,9 @@ def init_ray(address: str = "", *, num_cpus: int | None = None, metrics_port: in
         # Ray prestarts at init can host the model actor (measured: ~1.3 s sooner to the first
         # forward pass, which a job-level env_vars runtime_env would forbid).
         ray.init(
+            # A new instance of this process's own, never whatever cluster another program
+            # started on the machine (which Ray would otherwise join): `--address auto` joins.
+            address="local",
             num_cpus=num_cpus,
             include_dashboard=False,
             _metrics_export_port=metrics_port or None,

@@ -13,6 +13,7 @@ Submit to a cluster (workers read the same ``AWS_*`` settings)::
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -38,7 +39,7 @@ from mrag.pipelines.listing import listing_dataset, listing_from_objects, planne
 from mrag.ray_runtime import init_ray, quiet_ray_data
 from mrag.spaces import TEXT_BEARING, get_space, spaces_for_modalities
 from mrag.store import schema
-from mrag.store.commit import Committer
+from mrag.store.commit import Committer, run_compaction_tasks
 from mrag.store.fragments import FragmentWriter, WriteTargets
 from mrag.store.lance import Store
 from mrag.store.plan import plan_listing
@@ -363,6 +364,20 @@ def _kill_self(_batch: int) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _compact_in_tasks(
+    ingest: IngestConfig, uri: str, storage_options: dict[str, str] | None, tasks: list[str]
+) -> list[str]:
+    """The committer's compaction rewrites, one Ray task each, placed as the writers are: the
+    rows are read and written there, never in the driver."""
+    import ray
+
+    remote = ray.remote(run_compaction_tasks).options(
+        num_cpus=ingest.write_num_cpus, **_placement(ingest.write_resources, ingest.write_memory_mb)
+    )
+    parts = ray.get([remote.remote(uri, storage_options, [task]) for task in tasks])
+    return [result for part in parts for result in part]
+
+
 def _todo_rows(batch: pa.Table) -> pa.Table:
     return batch.filter(batch["todo"]).drop_columns(["todo", "kind"])
 
@@ -479,6 +494,7 @@ def run_ingest(
         run_id=summary.run_id,
         first_wait_s=WRITE_BATCH_WAIT_S,
         max_wait_s=ingest.commit_interval_s,
+        compactor=functools.partial(_compact_in_tasks, ingest),
     )
     if n_todo:
         todo = planned.map_batches(_todo_rows, batch_format="pyarrow")
@@ -547,6 +563,7 @@ def run_ingest(
             "dropped_repeat_rows": committer.dropped_rows,
         },
         "commits": [c.to_dict() for c in committer.commits],
+        "compactions": committer.compactions,
     }
     summary.report_uri = write_run_report(config.db_uri, report)
     return summary

@@ -25,6 +25,7 @@ import logging
 import time
 import uuid
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,22 @@ _PERMANENT_READ_ERRORS = frozenset({"ValueError"})
 #: older ones are only counted, so the driver's memory does not grow with the corpus.
 FINISHED_MEMORY = 1_000_000
 COMMIT_ATTEMPTS = 4
+#: Rows per fragment that a compaction while the job runs aims at (Lance's default).
+COMPACT_ROWS = 1024 * 1024
+
+#: Runs compaction tasks (``CompactionTask.json()``) on a dataset; returns the results as JSON.
+Compactor = Callable[[str, "dict[str, str] | None", list[str]], list[str]]
+
+
+def run_compaction_tasks(
+    uri: str, storage_options: dict[str, str] | None, tasks: list[str]
+) -> list[str]:
+    """Runs compaction tasks in this process (a job hands them to Ray tasks instead)."""
+    import lance
+    from lance.optimize import CompactionTask
+
+    dataset = lance.dataset(uri, storage_options=storage_options)
+    return [CompactionTask.from_json(task).execute(dataset).json() for task in tasks]
 
 
 @dataclass
@@ -96,6 +113,9 @@ class Committer:
         first_wait_s, max_wait_s: the wait between commits starts at ``first_wait_s`` after
             the first commit and doubles up to ``max_wait_s``.
         max_rows: pending rows that make a commit due whatever the wait.
+        compact_after_fragments: a table that has got this many fragments since its last
+            compaction is compacted after the commit (:meth:`compact`).
+        compactor: runs the compaction's rewrite tasks (default: in this process).
     """
 
     def __init__(
@@ -106,6 +126,8 @@ class Committer:
         first_wait_s: float = 5.0,
         max_wait_s: float = 60.0,
         max_rows: int = 1_000_000,
+        compact_after_fragments: int = 1024,
+        compactor: Compactor | None = None,
     ) -> None:
         from mrag import storage
 
@@ -126,6 +148,10 @@ class Committer:
         self._uris: dict[str, str] = {}
         self._batches = 0
         self._first_wait_s, self._max_wait_s, self._max_rows = first_wait_s, max_wait_s, max_rows
+        self._compact_after = compact_after_fragments
+        self._compactor = compactor or run_compaction_tasks
+        self._fragments_since_compaction: Counter[str] = Counter()
+        self.compactions: list[dict[str, Any]] = []
         self._wait_s = 0.0  # the first commit lands at once
         self._started = self._last_commit = time.perf_counter()
 
@@ -249,7 +275,36 @@ class Committer:
         self._write_assets(completed, batch)
         self._last_commit = time.perf_counter()
         self._wait_s = min(max(self._wait_s * 2, self._first_wait_s), self._max_wait_s)
+        for name, count in list(self._fragments_since_compaction.items()):
+            if count >= self._compact_after:
+                self.compact(name)
         return [p.asset for p in completed]
+
+    def compact(self, name: str) -> None:
+        """Rewrites ``name``'s small fragments into large ones while the job runs, so the
+        manifest every commit rewrites stays small on a long job. Lance plans the rewrite
+        here; the rewriting (reading and writing the rows) runs in ``compactor`` (Ray tasks
+        in a job); the result is committed here, as every other commit of the job."""
+        import lance
+        from lance.optimize import Compaction, RewriteResult
+
+        started = time.perf_counter()
+        dataset = lance.dataset(self._uri(name), storage_options=self.storage_options)
+        plan = Compaction.plan(dataset, {"target_rows_per_fragment": COMPACT_ROWS})
+        self._fragments_since_compaction[name] = 0
+        if plan.num_tasks() == 0:
+            return
+        tasks = [task.json() for task in plan.tasks]
+        results = self._compactor(dataset.uri, self.storage_options, tasks)
+        metrics = Compaction.commit(dataset, [RewriteResult.from_json(r) for r in results])
+        self.compactions.append(
+            {
+                "table": name,
+                "fragments_removed": metrics.fragments_removed,
+                "fragments_added": metrics.fragments_added,
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+        )
 
     def _write_assets(self, completed: list[_ObjectProgress], batch: int) -> None:
         import pyarrow as pa
@@ -314,6 +369,7 @@ class Committer:
                 time.sleep(min(2.0**attempt, 10.0))
         ended = time.perf_counter()
         rows = sum(f["physical_rows"] for f in fragments)
+        self._fragments_since_compaction[name] += len(fragments)
         self.commits.append(
             Commit(
                 name, version, rows, batch, ended - started, ended - self._started, len(fragments)

@@ -186,3 +186,31 @@ def test_maintenance_removes_files_no_version_references(tmp_path) -> None:
     assert report.files == 1 and report.bytes > 0
     assert len(os.listdir(data)) == 1
     assert sorted(_chunk_ids(store)) == ["/d/kept.txt@f1#0", "/d/kept.txt@f1#1"]
+
+
+def test_a_long_job_compacts_its_fragments_as_it_goes(tmp_path) -> None:
+    db, store, writer = _setup(tmp_path)
+    ran = []
+
+    def compactor(uri, options, tasks):  # what the job hands to Ray tasks
+        from mrag.store.commit import run_compaction_tasks
+
+        ran.append(len(tasks))
+        return run_compaction_tasks(uri, options, tasks)
+
+    committer = Committer(db, compact_after_fragments=6, compactor=compactor)
+    every = []
+    for i in range(8):
+        rows = _rows((f"/d/{i}.txt", 3))
+        every += rows["chunk_id"].to_pylist()
+        committer.add(writer(rows))
+        committer.commit()
+    chunks = store.open(schema.CHUNKS).to_lance()
+    print(
+        f"compactions: {committer.compactions}; chunk fragments now {len(chunks.get_fragments())}"
+    )
+    assert ran and committer.compactions[0]["fragments_removed"] >= 6
+    assert len(chunks.get_fragments()) <= 3
+    assert sorted(_chunk_ids(store)) == sorted(every)
+    found = store.open(schema.CHUNKS).search().where("uri = '/d/2.txt'").to_list()
+    assert len(found) == 3  # the uri index still answers after the rewrite
