@@ -64,8 +64,8 @@ class LanceWriteStage:
 
 
 def _with_defaults(rows: pa.Table) -> pa.Table:
-    """Rows from before ``stale``/``ordinal`` existed (hand-made in tests) get them: not
-    stale, and ordinals by position within each object."""
+    """Rows without a ``stale`` column are not stale; every row needs its ``ordinal`` (its
+    place in its object), which is how the committer counts and de-duplicates rows."""
     import pyarrow as pa
 
     if "stale" not in rows.column_names:
