@@ -134,12 +134,14 @@ def _filters(args: argparse.Namespace) -> dict:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from mrag.serve.app import run_server
+    """Serves until SIGTERM or Ctrl-C; then drains, shuts down and says so in one line."""
+    from mrag.serve.runner import serve_until_stopped
 
-    config = config_from_args(args, ray_address=args.address)
-    config.serve.host = args.host or config.serve.host
-    config.serve.port = args.port or config.serve.port
-    run_server(config, blocking=True)
+    config = config_from_args(
+        args, ray_address=args.address, **{"serve.host": args.host, "serve.port": args.port}
+    )
+    stopped = serve_until_stopped(config)
+    print(stopped.render(), flush=True)
     return 0
 
 
@@ -220,10 +222,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(ask)
     ask.set_defaults(run=cmd_ask)
 
-    serve = sub.add_parser("serve", help="start the HTTP API on Ray Serve")
+    serve = sub.add_parser(
+        "serve",
+        help="start the HTTP API on Ray Serve (SIGTERM or Ctrl-C stops it cleanly)",
+        description="Serves until SIGTERM or Ctrl-C, then lets requests in flight finish "
+        "(serve.shutdown_grace_s) and shuts Serve and its Ray down. Binds 127.0.0.1 by default; "
+        "any other address needs MRAG_API_TOKEN.",
+    )
     add_config_arguments(serve)
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
+    serve.add_argument("--host", help="serve.host (default 127.0.0.1; others need MRAG_API_TOKEN)")
+    serve.add_argument("--port", type=int, help="serve.port (default 8000)")
     serve.add_argument("--address", help="Ray cluster address (default: local Ray)")
     serve.set_defaults(run=cmd_serve)
 

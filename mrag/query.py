@@ -17,8 +17,10 @@ import binascii
 import functools
 import hashlib
 import json
+import threading
+from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -46,7 +48,7 @@ from mrag.retrieve.search import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     import numpy as np
 
@@ -60,6 +62,9 @@ if TYPE_CHECKING:
 
 #: ``k`` when a request gives none (or ``serve.max_k`` if that is smaller).
 DEFAULT_K = 10
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 def _image_bytes(value: Any) -> bytes:
@@ -367,12 +372,13 @@ class QueryEngine:
 
         The key is the whole config, so no setting (``serve.max_k``, decoding limits...) of a
         later config is silently ignored; engines whose configs differ only in such settings
-        share the loaded models.
+        share the loaded models. At most ``serve.engine_cache_size`` engines (and as many sets
+        of query models) are kept, the least recently used evicted first, so a long-lived
+        process that walks through many configs holds a bounded number of models.
         """
-        key = config_fingerprint(config)
-        if key not in _ENGINES:
-            _ENGINES[key] = cls(config)
-        return _ENGINES[key]
+        return _ENGINES.get_or_create(
+            config_fingerprint(config), lambda: cls(config), config.serve.engine_cache_size
+        )
 
     def search(
         self,
@@ -502,8 +508,9 @@ def _query_models(config: MragConfig) -> dict[str, SpaceEmbedder]:
     key = tuple(
         (c, config.space_model(c), config.space_weights(c)) for c in config.active_spaces()
     ) + (config.seed,)
-    if key not in _MODELS:
-        _MODELS[key] = {
+
+    def load() -> dict[str, SpaceEmbedder]:
+        return {
             column: create_space_embedder(
                 column,
                 get_model_spec(config.space_model(column)),
@@ -511,8 +518,42 @@ def _query_models(config: MragConfig) -> dict[str, SpaceEmbedder]:
             )
             for column in config.active_spaces()
         }
-    return _MODELS[key]
+
+    return _MODELS.get_or_create(key, load, config.serve.engine_cache_size)
 
 
-_ENGINES: dict[str, QueryEngine] = {}
-_MODELS: dict[tuple, dict[str, SpaceEmbedder]] = {}
+class LruCache(Generic[K, V]):
+    """A process-wide cache that keeps the ``max_entries`` most recently used values.
+
+    What a value holds (models, open tables) is freed once nothing else refers to it: an
+    engine evicted while a caller still holds it keeps working. Thread-safe; a value is built
+    outside the lock, so two threads asking for one new key at once may both build it (the
+    first stored wins) rather than one waiting on the other's model load.
+    """
+
+    def __init__(self) -> None:
+        self._values: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get_or_create(self, key: K, create: Callable[[], V], max_entries: int) -> V:
+        with self._lock:
+            if key in self._values:
+                self._values.move_to_end(key)
+                return self._values[key]
+        value = create()
+        with self._lock:
+            value = self._values.setdefault(key, value)
+            self._values.move_to_end(key)
+            while len(self._values) > max_entries:
+                self._values.popitem(last=False)
+            return value
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._values
+
+
+_ENGINES: LruCache[str, QueryEngine] = LruCache()
+_MODELS: LruCache[tuple, dict[str, SpaceEmbedder]] = LruCache()

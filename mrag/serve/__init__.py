@@ -8,12 +8,16 @@ Modules (importing this package imports none of them, nor Ray):
 - :mod:`mrag.serve.ingress`: the FastAPI app, its request gate and errors, and the
   ``SearchIngress`` deployment.
 - :mod:`mrag.serve.builder`: binds them into an application (``build_app``, ``app_builder``).
-- :mod:`mrag.serve.runner`: ``run_server``, what ``mrag serve`` runs.
+- :mod:`mrag.serve.runner`: ``run_server`` and ``serve_until_stopped``, what ``mrag serve`` runs
+  (loopback unless a token is set).
+- :mod:`mrag.serve.shutdown`: the clean stop on SIGTERM or Ctrl-C (drain the ingress, then shut
+  Serve and Ray down).
 - :mod:`mrag.serve.app`: the entry points (``serve run mrag.serve.app:app``).
 
 HTTP API (JSON in and out; the schema is served at ``/openapi.json`` and ``/docs``):
 
-- ``GET /healthz`` → ``{"status": "ok", ...}``; never needs a token (load-balancer probes).
+- ``GET /healthz`` → ``{"status": "ok", ...}``; never needs a token (load-balancer probes); 503
+  once the server drains for a shutdown.
 - ``POST /v1/search`` with ``{"query": "a red car"}`` or ``{"image": "<base64 image bytes>"}``
   plus optional ``"k"`` (default 10, at most ``serve.max_k``), ``"mode"`` (``vector``, ``fts`` or
   ``hybrid``, the default: every embedding space plus full-text, fused by RRF), ``"filters"``
@@ -28,6 +32,11 @@ Errors are always ``{"error": "<what is wrong and how to fix it>"}``: 401 for a 
 token, 413 for a body over ``serve.max_body_bytes``, 400 for every other problem with a request
 (malformed JSON, not an object, unknown field, neither or both of query and image, ``k`` out of
 range or not an integer, an unknown mode or ``fts`` with an image, bad filters, invalid base64,
-bytes that are not an image), 409 when the database has no full-text index yet, 404 and 405 for
-unknown routes and methods, and 500 for anything unexpected. 422 is never used.
+bytes that are not an image, an image over ``ingest.max_image_pixels``), 409 when the database
+has no full-text index yet, 404 and 405 for unknown routes and methods, 503 when a queue is full
+or the server is shutting down, and 500 for anything unexpected. 422 is never used.
+
+The image is always the request's own bytes: the API never opens a path or fetches a URL a
+client names. ``mrag serve`` binds 127.0.0.1 unless told otherwise and refuses any other
+address without ``MRAG_API_TOKEN``; the token is never logged nor echoed.
 """

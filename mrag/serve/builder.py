@@ -30,7 +30,9 @@ CLIP_WEIGHTS_ENV = "MRAG_CLIP_WEIGHTS"
 _INGRESS_NUM_CPUS = 0.25  # parsing, base64, LanceDB calls: I/O bound; decoding runs in a thread
 
 
-def build_app(config: MragConfig, *, api_token: str | None = None) -> serve.Application:
+def build_app(
+    config: MragConfig, *, api_token: str | None = None, drain_coordinator: Any = None
+) -> serve.Application:
     """The query encoder, the retriever, the reranker (when one is configured), the generator
     and the ingress, bound into one application; each deployment has its own replicas,
     resources and queue (``serve.max_queued_requests``: past it a call is refused with 503 at
@@ -39,9 +41,11 @@ def build_app(config: MragConfig, *, api_token: str | None = None) -> serve.Appl
     Args:
         config: the whole config; shipped to each replica, which builds its own model and store.
         api_token: bearer token for ``/v1/``; defaults to ``MRAG_API_TOKEN`` in this process.
+        drain_coordinator: ``mrag serve``'s shutdown coordinator actor
+            (:mod:`mrag.serve.shutdown`), or ``None``.
     """
     serve_config = config.serve
-    token = api_token if api_token is not None else os.environ.get(TOKEN_ENV) or None
+    token = api_token if api_token is not None else env_token()
     queue = {
         "max_ongoing_requests": serve_config.max_ongoing_requests,
         "max_queued_requests": serve_config.max_queued_requests,
@@ -68,7 +72,12 @@ def build_app(config: MragConfig, *, api_token: str | None = None) -> serve.Appl
     return SearchIngress.options(
         **queue,
         ray_actor_options={"num_cpus": _INGRESS_NUM_CPUS},
-    ).bind(config, encoder, token, reranker, generator, searcher)
+    ).bind(config, encoder, token, reranker, generator, searcher, drain_coordinator)
+
+
+def env_token() -> str | None:
+    """``MRAG_API_TOKEN`` of this process, ``None`` when unset or blank."""
+    return os.environ.get(TOKEN_ENV, "").strip() or None
 
 
 def app_builder(args: dict[str, str]) -> serve.Application:

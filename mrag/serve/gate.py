@@ -1,5 +1,5 @@
-"""The HTTP edge of the API: the request gate (auth, body limit), answer admission, and every
-error rendered as ``{"error": "..."}``.
+"""The HTTP edge of the API: the request gate (auth, body limit), answer admission, the drain
+gate of a shutdown, and every error rendered as ``{"error": "..."}``.
 
 ASGI middleware and FastAPI exception handlers only: what a request must pass before a route
 runs, and how whatever went wrong is said. No Ray, no database, no models.
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from starlette.requests import Request
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+    from mrag.serve.shutdown import DrainState
+
 
 #: Paths under this prefix need the bearer token (when one is set) and obey the body limit.
 API_PREFIX = "/v1/"
@@ -34,7 +36,8 @@ _ERROR_STATUSES = {
     413: "Request body over the server's `serve.max_body_bytes`.",
     500: "Not the request's fault; the server log has the details.",
     502: "The generator (e.g. an OpenAI-compatible endpoint) failed to answer.",
-    503: "Overloaded: a deployment's queue (`serve.max_queued_requests`) is full; retry later.",
+    503: "Overloaded: a deployment's queue (`serve.max_queued_requests`) is full, or the server "
+    "is shutting down; retry later.",
 }
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     **{
@@ -135,6 +138,34 @@ class RequestGate:
             parts.append(part)
             if not message.get("more_body", False):
                 return b"".join(parts)
+
+
+class DrainGate:
+    """Counts every HTTP request this replica has in flight and, once it drains for a shutdown
+    (:mod:`mrag.serve.shutdown`), refuses new ones at once: 503 with ``Connection: close`` and
+    ``Retry-After``, ``/healthz`` included, so a load balancer takes the replica out while the
+    requests it already admitted finish. Outermost middleware: nothing runs before it."""
+
+    def __init__(self, app: ASGIApp, *, state: DrainState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if not self.state.admit():
+            refusal = JSONResponse(
+                {"error": "the server is shutting down; retry in a moment"},
+                status_code=503,
+                headers={"Connection": "close", "Retry-After": "1"},
+            )
+            await refusal(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.state.done()
 
 
 class Admits(Protocol):

@@ -14,8 +14,10 @@ annotations to know what to validate, and the search route's body type is made p
 ``k`` is bounded by ``serve.max_k``), a local name a string annotation could not be resolved from.
 """
 
+import asyncio
 import logging
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,7 @@ from mrag.serve.gate import (
     ERROR_RESPONSES,
     AnswerAdmission,
     ApiError,
+    DrainGate,
     RequestGate,
     _api_error,
     _generator_failed,
@@ -45,6 +48,7 @@ from mrag.serve.gate import (
     _validation_error,
 )
 from mrag.serve.search import SearchService
+from mrag.serve.shutdown import DrainState, watch_for_drain
 
 __all__ = ["SearchIngress", "SearchService", "create_api"]
 
@@ -55,10 +59,15 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
 def create_api(
-    service: SearchService, *, api_token: str | None = None, answers: AnswerService | None = None
+    service: SearchService,
+    *,
+    api_token: str | None = None,
+    answers: AnswerService | None = None,
+    drain: DrainState | None = None,
 ) -> FastAPI:
     """The FastAPI app over ``service``; ``api_token`` (``None`` or empty: off) guards ``/v1/``;
-    ``answers`` adds ``POST /v1/answer``. ``GET /`` is the search page.
+    ``answers`` adds ``POST /v1/answer``; ``drain`` counts requests in flight and refuses new
+    ones once a shutdown drains this replica. ``GET /`` is the search page.
 
     No Ray needed: tests and other front ends can serve it with any ASGI server.
     """
@@ -76,8 +85,10 @@ def create_api(
         ),
     )
     app.add_middleware(RequestGate, api_token=api_token, max_body_bytes=config.serve.max_body_bytes)
-    if answers is not None:  # added last: runs first, before the body is even read
+    if answers is not None:  # added after the gate: runs first, before the body is even read
         app.add_middleware(AnswerAdmission, answers=answers)
+    if drain is not None:  # added last: runs first of all, so every request is counted
+        app.add_middleware(DrainGate, state=drain)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -181,6 +192,9 @@ class SearchIngress:
             no ``/v1/answer``.
         searcher: handle to the :class:`~mrag.serve.retriever.RetrieverDeployment`; ``None``:
             this replica searches the database itself.
+        drain_coordinator: ``mrag serve``'s :class:`~mrag.serve.shutdown.DrainCoordinator`
+            actor: on its word the replica stops admitting and reports its requests in flight
+            (a clean shutdown); ``None`` (``serve run``, ``serve deploy``): Serve's own.
     """
 
     async def __init__(
@@ -191,6 +205,7 @@ class SearchIngress:
         reranker: Any = None,
         generator: Any = None,
         searcher: Any = None,
+        drain_coordinator: Any = None,
     ) -> None:
         from mrag.ray_runtime import bind_serve_replica_to_node_address
 
@@ -205,6 +220,12 @@ class SearchIngress:
                 self.service, generator, max_in_flight=config.serve.max_answers_in_flight
             )
         self._api_token = api_token or None
+        self.drain = DrainState()
+        self._drain_watch = None
+        if drain_coordinator is not None:
+            self._drain_watch = asyncio.get_running_loop().create_task(
+                watch_for_drain(drain_coordinator, self.drain, uuid.uuid4().hex)
+            )
         # Serve reports the replica healthy only once __init__ returns: warm up first
         # (the first search after /healthz turned green took 4.5 s instead of 57 ms).
         started = time.perf_counter()
@@ -226,4 +247,6 @@ class SearchIngress:
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """Serve calls this once per replica, after ``__init__``: the app this replica serves."""
-        return create_api(self.service, api_token=self._api_token, answers=self.answers)
+        return create_api(
+            self.service, api_token=self._api_token, answers=self.answers, drain=self.drain
+        )

@@ -315,6 +315,78 @@ def test_bad_requests_get_a_json_error(server: Server, body, status: int, words:
     assert words in _error(response)
 
 
+def _png_declaring(width: int, height: int) -> bytes:
+    """A valid 8x8 PNG whose header claims ``width`` x ``height`` (a decompression bomb's
+    header: a few hundred bytes on the wire, gigapixels once decoded)."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(buffer, "PNG")
+    png = bytearray(buffer.getvalue())
+    png[16:24] = struct.pack(">II", width, height)  # IHDR data follows its length and type
+    png[29:33] = struct.pack(">I", zlib.crc32(bytes(png[12:29])))
+    return bytes(png)
+
+
+@pytest.mark.integration
+def test_an_image_over_the_pixel_limit_is_400_before_decoding(server: Server) -> None:
+    bomb = _png_declaring(20_000, 20_000)
+    assert len(bomb) < 1024
+    for path in ("/v1/search", "/v1/answer"):
+        response = server.client.post(path, json={"image": _b64(bomb)}, headers=AUTH)
+        assert response.status_code == 400, response.text
+        assert "max_image_pixels" in _error(response)
+    assert server.search({"query": "still serving", "k": 1}).status_code == 200
+
+
+@pytest.mark.integration
+def test_an_image_named_by_url_or_server_path_is_never_fetched(server: Server) -> None:
+    """The image is the request's own bytes: a URL or a path in its place is refused as bad
+    base64 and nothing is fetched (a loopback server that holds a real picture counts)."""
+    import http.server
+    import threading
+
+    picture = next(iter(server.images.values()))
+    fetched: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            fetched.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.end_headers()
+            self.wfile.write(picture)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    origin = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=origin.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{origin.server_address[1]}/a.png"
+    local_file = next(server.media_root.rglob("*.png"))
+    try:
+        for body, words in (
+            ({"image": url}, "not valid base64"),
+            ({"image": f"file://{local_file}"}, "not valid base64"),
+            ({"image": str(local_file)}, "not valid base64"),
+            ({"image": {"url": url}}, "base64 string"),
+            ({"image_url": url}, "unknown field 'image_url'"),
+            ({"query": "x", "image_url": {"url": url}}, "unknown field 'image_url'"),
+        ):
+            for path in ("/v1/search", "/v1/answer"):
+                response = server.client.post(path, json=body, headers=AUTH)
+                assert response.status_code == 400, (body, response.text)
+                assert words in _error(response), (body, response.text)
+    finally:
+        origin.shutdown()
+        origin.server_close()
+    assert fetched == []
+
+
 @pytest.mark.integration
 def test_a_form_content_type_is_still_read_as_json(server: Server) -> None:
     """What ``curl -d '{"query": ...}'`` sends (application/x-www-form-urlencoded)."""
