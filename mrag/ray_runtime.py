@@ -20,11 +20,18 @@ log = logging.getLogger(__name__)
 
 # Forwarded to every worker so S3, model caches and offline mode behave as on the driver.
 _FORWARDED_ENV_PREFIXES = ("AWS_", "HF_", "MRAG_", "TRANSFORMERS_", "TOKENIZERS_")
+# Never forwarded: Ray records a job's runtime_env (logs, dashboard); the Serve ingress gets the
+# API token as an argument instead.
+_SECRET_ENV = frozenset({"MRAG_API_TOKEN"})
 _LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
 def forwarded_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k.startswith(_FORWARDED_ENV_PREFIXES)}
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith(_FORWARDED_ENV_PREFIXES) and k not in _SECRET_ENV
+    }
 
 
 def loopback_only_ray() -> None:

@@ -112,3 +112,14 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_the_api_token_is_never_forwarded_to_a_cluster(monkeypatch) -> None:
+    from mrag.ray_runtime import forwarded_env
+
+    monkeypatch.setenv("MRAG_API_TOKEN", "s3cret")
+    monkeypatch.setenv("MRAG_CONFIG", "job.yaml")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    env = forwarded_env()
+    assert env["MRAG_CONFIG"] == "job.yaml" and env["AWS_REGION"] == "eu-west-1"
+    assert "MRAG_API_TOKEN" not in env and "s3cret" not in env.values()
