@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field, Strict
 
-from mrag.query import SearchRequest, bounded_request_model
+from mrag.query import LruCache, SearchRequest, bounded_request_model
 from mrag.retrieve.search import explain
 
 if TYPE_CHECKING:
@@ -126,11 +126,14 @@ def engine_generator(engine: QueryEngine) -> Generator:
     from mrag.query import config_fingerprint
 
     key = config_fingerprint(engine.config)
-    if key not in _GENERATORS:
+
+    def build() -> Generator:
         extractive = engine.config.generate.generator == "extractive"
         embed = engine.text.embed_texts if extractive else None
-        _GENERATORS[key] = generator_from_config(engine.config, embed=embed)
-    return _GENERATORS[key]
+        return generator_from_config(engine.config, embed=embed)
+
+    # Bounded like the engines: a long-lived process asked with many configs keeps a few.
+    return _GENERATORS.get_or_create(key, build, engine.config.serve.engine_cache_size)
 
 
 def answer_events(
@@ -187,4 +190,4 @@ def with_chunk_id(citation: dict[str, Any]) -> dict[str, Any]:
     return {"n": citation["n"], "chunk_id": citation["chunk_ids"][0], **citation}
 
 
-_GENERATORS: dict[str, Generator] = {}
+_GENERATORS: LruCache[str, Generator] = LruCache()
