@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -133,8 +134,14 @@ def _filters(args: argparse.Namespace) -> dict:
     return filters
 
 
+#: Set in the child process that ``mrag serve`` runs the server in.
+_SERVE_SUPERVISED_ENV = "MRAG_SERVE_SUPERVISED"
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serves until SIGTERM or Ctrl-C; then drains, shuts down and says so in one line."""
+    if os.name == "posix" and os.environ.get(_SERVE_SUPERVISED_ENV) != "1":
+        return _supervise_serve(args.argv)
     from mrag.serve.runner import serve_until_stopped
 
     config = config_from_args(
@@ -143,6 +150,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     stopped = serve_until_stopped(config)
     print(stopped.render(), flush=True)
     return 0
+
+
+def _supervise_serve(argv: list[str]) -> int:
+    """Runs the server in a child process of a session of its own and forwards SIGTERM,
+    SIGINT and SIGHUP to it. A signal to this process's whole group (systemd's default
+    ``KillMode``, a terminal's Ctrl-C, ``kill -- -PGID``) then reaches only mrag's drain, never
+    Ray's own processes, which would stop at once and cut off the requests in flight."""
+    import signal
+    import subprocess
+
+    env = {**os.environ, _SERVE_SUPERVISED_ENV: "1"}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "mrag.cli", *argv], env=env, start_new_session=True
+    )
+
+    def forward(signum: int, _frame: object) -> None:
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+    return child.wait()
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -164,10 +193,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise MragError(f"--{name}: {wrong[0]!r} is not one of {', '.join(allowed)}")
     report = evaluate(
         QueryEngine.for_config(config), load_queries(args.queries), load_qrels(args.qrels),
-        modes, fusions, group=args.group,
+        modes, fusions, group=args.group, depth=args.depth,
     )  # fmt: skip
-    print(json.dumps({"n_queries": report.n_queries, "metrics": report.metrics}) if args.json
-          else report.render())  # fmt: skip
+    summary = {"n_queries": report.n_queries, "depth": report.depth, "metrics": report.metrics}
+    print(json.dumps(summary) if args.json else report.render())
     return 0
 
 
@@ -256,6 +285,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--fusion", help="comma-separated fusions to score (default: rrf,score, configured first)"
     )
     evaluation.add_argument("--group", choices=["asset"], help="asset: one hit per asset")
+    evaluation.add_argument(
+        "--depth",
+        type=int,
+        default=100,
+        help="chunks retrieved per query; each document ranks where its best chunk does"
+        " (BEIR's MaxP). 10: the older chunk-level cut, where one page's chunks crowd others out",
+    )
     evaluation.add_argument("--json", action="store_true")
     evaluation.set_defaults(run=cmd_eval)
 
@@ -266,7 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     return run_command(args.run, args)
 
 
