@@ -1,6 +1,26 @@
-"""Query latency benchmark: in-process search per mode and ``/v1/search`` over HTTP.
+"""Query latency benchmark: in-process search per mode and ``/v1/search`` over HTTP, or (with
+``--rows N``) the self-tuning vector index at N rows.
 
     .venv/bin/python bench/query_latency.py [--sizes 10000,100000] [--queries 200]
+    .venv/bin/python bench/query_latency.py --rows 100000 [--compare] [--queries 200]
+
+Two modes; each prints its own last line.
+
+Index mode (``--rows N``): writes N chunks (synthetic 512-d unit vectors around 64 cluster
+centres, as below; 79 % text chunks with Zipf text, 10 % images, 10 % PDF pages and 1 % video
+frames; uris in 100 folders ``/bench/sNN/``), then runs ``build_indices`` as ``mrag index``
+does: the index type and partitions from the row count, then the query settings raised until
+recall@10 on a leave-one-out sample reaches ``index.target_recall``, each setting tried printed
+with its recall and p50/p99, and the build time with progress lines. The chosen settings are
+then checked through the query path (``Retriever.search_vector``, which reads them from the
+table) on ``--queries`` fresh held-out query vectors against exact search: recall@10, p50, p99,
+and the same for two filters that keep 1 % of the rows (``modality = video_frame`` and the uri
+prefix ``/bench/s07/``). ``--compare`` first builds and tunes every other index of the ladder
+(each replaced by the next). Last line::
+
+    rows=<n> recall@10=<r> p50_ms=<ms>
+
+Latency mode (default):
 
 Builds one database per size (synthetic clustered unit vectors in both spaces, at the offline
 profile's widths; a text column of Zipf-distributed English-like words for BM25; 80 % text
@@ -119,6 +139,188 @@ def build_db(db_uri: str, n_rows: int, config, seed: int = 0) -> float:
     table.optimize()
     build_indices(store, config.index)
     return time.perf_counter() - started
+
+
+# ------------------------------------------------------------------------------------------------
+# Index mode (--rows N)
+
+INDEX_DIM = 512
+#: Rows of the rare modality and of one uri folder: each keeps 1 % of the table.
+RARE_MODALITY = "video_frame"
+RARE_PREFIX = "/bench/s07/"
+
+
+def _say(line: str) -> None:
+    print(f"  [{time.strftime('%H:%M:%S')}] {line}", flush=True)
+
+
+def write_index_db(db_uri: str, n_rows: int, dim: int, seed: int = 0) -> np.ndarray:
+    """Writes ``n_rows`` chunks with ``dim``-d ``clip`` vectors; returns the cluster centres
+    (held-out queries come from the same distribution)."""
+    import pyarrow as pa
+
+    from mrag.store import schema
+    from mrag.store.lance import Store
+
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((64, dim))
+    store = Store(db_uri)
+    store.ensure_tables({"clip": dim})
+    table = store.open(schema.CHUNKS)
+    zipf = 1.0 / np.arange(1, len(WORDS) + 1)
+    zipf /= zipf.sum()
+    words = np.asarray(WORDS)
+    started = time.perf_counter()
+    batch = 50_000
+    for start in range(0, n_rows, batch):
+        n = min(batch, n_rows - start)
+        kind = rng.random(n)
+        modality = np.select(
+            [kind < 0.01, kind < 0.80, kind < 0.90], [RARE_MODALITY, "text", "image"], "pdf_page"
+        )
+        is_text = modality == "text"
+        text_words = words[rng.choice(len(WORDS), size=(n, 60), p=zipf)]
+        text = [" ".join(row) if t else None for row, t in zip(text_words, is_text, strict=True)]
+        asset = (start + np.arange(n)) // 4
+        clip = _unit(rng, n, dim, centres)
+        rows = {
+            "chunk_id": [f"c{start + i}" for i in range(n)],
+            "asset_id": [f"a{a}" for a in asset],
+            "uri": [f"/bench/s{a % 100:02d}/doc{a}.txt" for a in asset],
+            "modality": modality,
+            "text": text,
+            "clip": pa.FixedSizeListArray.from_arrays(pa.array(clip.ravel()), dim),
+            "clip_model": ["bench-512"] * n,
+        }
+        columns = [
+            pa.array(rows[f.name], f.type) if f.name in rows else pa.nulls(n, f.type)
+            for f in table.schema
+        ]
+        store.append(schema.CHUNKS, pa.Table.from_arrays(columns, schema=table.schema))
+        done = start + n
+        if done % 200_000 == 0 or done == n_rows:
+            _say(f"wrote {done:,} rows in {time.perf_counter() - started:.1f} s")
+    table.checkout_latest()
+    table.optimize()
+    return centres
+
+
+def evaluate_query_path(
+    store, queries: np.ndarray, truth: list[np.ndarray], filters=None
+) -> tuple[float, float, float]:
+    """(recall@10, p50 ms, p99 ms) of ``Retriever.search_vector`` on ``queries``."""
+    from mrag.retrieve.search import Retriever
+
+    retriever = Retriever(store)  # a new one: it reads the current version's settings
+    retriever.search_vector(queries[0], k=10, column="clip", filters=filters)  # warm
+    recalls, took = [], []
+    for vector, exact in zip(queries, truth, strict=True):
+        started = time.perf_counter()
+        hits = retriever.search_vector(vector, k=10, column="clip", filters=filters)
+        took.append(time.perf_counter() - started)
+        if len(exact):
+            recalls.append(len({h.chunk_id for h in hits} & set(exact.tolist())) / len(exact))
+    p50, p99 = percentiles(took)
+    return float(np.mean(recalls)), p50, p99
+
+
+def check_query_path(store, label: str, held_out: dict) -> tuple[float, float]:
+    """Prints recall and latency through the query path, unfiltered and with the 1 % filters;
+    returns the unfiltered (recall, p50)."""
+    from mrag.retrieve.search import Retriever
+
+    queries = held_out["queries"]
+    settings = Retriever(store).index_settings("clip")
+    shown = "exact search" if settings is None else settings.describe()
+    print(f"  {label}: the query path searches with {shown}")
+    recall, p50, p99 = evaluate_query_path(store, queries, held_out["truth"])
+    print(f"  {label}: held-out recall@10 {recall:.3f}, p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+    for name, filters, truth in held_out["filtered"]:
+        f_recall, f_p50, f_p99 = evaluate_query_path(store, queries, truth, filters)
+        print(
+            f"  {label}: filtered ({name}, 1 % of rows) recall@10 {f_recall:.3f}, "
+            f"p50 {f_p50:.2f} ms, p99 {f_p99:.2f} ms"
+        )
+    return recall, p50
+
+
+def index_mode(args: argparse.Namespace) -> int:
+    from mrag.config import load_config, parse_overrides
+    from mrag.pipelines.index import build_indices
+    from mrag.retrieve.search import SearchFilters
+    from mrag.store import index_tuning, schema
+    from mrag.store.lance import Store
+
+    n_rows, dim = args.rows, args.dim
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start")
+    folder = Path(args.db or tempfile.mkdtemp(prefix="mrag-bench-index-"))
+    overrides = {"db_uri": str(folder / f"db-{n_rows}"), **parse_overrides(args.set)}
+    if args.vector_min_rows is not None:
+        overrides["index.vector_min_rows"] = args.vector_min_rows
+    config = load_config(profile="offline", overrides=overrides)
+    shown = {k: v for k, v in overrides.items() if k != "db_uri"}
+    print(f"{n_rows:,} rows x {dim}-d, {config.db_uri}; settings: {shown or 'defaults'}")
+    centres = write_index_db(config.db_uri, n_rows, dim)
+    store = Store(config.db_uri)
+    table = store.open(schema.CHUNKS)
+
+    # Held-out queries (not rows of the table) and their exact answers, by chunk id.
+    queries = _unit(np.random.default_rng(12345), args.queries, dim, centres)
+    dataset = table.to_lance()
+    started = time.perf_counter()
+
+    def exact(where: str | None) -> list[np.ndarray]:
+        return index_tuning.exact_neighbours(
+            dataset, "clip", queries, where=where, id_column="chunk_id"
+        )
+
+    held_out = {
+        "queries": queries,
+        "truth": exact(None),
+        "filtered": [
+            (
+                f"modality={RARE_MODALITY}",
+                SearchFilters(modality=RARE_MODALITY),
+                exact(f"modality = '{RARE_MODALITY}'"),
+            ),
+            (
+                f"uri prefix {RARE_PREFIX}",
+                SearchFilters(uri_prefix=RARE_PREFIX),
+                exact(f"starts_with(uri, '{RARE_PREFIX}')"),
+            ),
+        ],
+    }
+    print(f"exact top-10 of {len(queries)} held-out queries (3 passes) in "
+          f"{time.perf_counter() - started:.1f} s")  # fmt: skip
+
+    ladder = index_tuning.index_ladder(n_rows, dim, config.index)
+    if args.compare and len(ladder) > 1:
+        sample = index_tuning.recall_sample(
+            table, "clip", rows=n_rows, config=config.index, progress=_say
+        )
+        for spec in ladder[1:]:
+            print(f"compare: {spec.describe()}")
+            built, build_s = index_tuning.build_index(table, "clip", spec, progress=_say)
+            record = index_tuning.tune_index(
+                table, "clip", built, sample, rows=n_rows, config=config.index,
+                build_s=build_s, progress=_say,
+            )  # fmt: skip
+            print(f"  chosen: {record.settings.describe()}, sample recall@10 "
+                  f"{record.recall_at_10:.3f}, build {build_s:.1f} s")  # fmt: skip
+            check_query_path(store, spec.index_type, held_out)
+
+    print("mrag index (build_indices):")
+    report = build_indices(store, config.index, rebuild_vectors=True, progress=_say)
+    print("\n".join(f"  {line}" for line in report.render().splitlines()))
+    label = report.vector.get("clip", {}).get("index_type", "exact")
+    recall, p50 = check_query_path(store, label, held_out)
+    print(f"load average {os.getloadavg()[0]:.2f} at end")
+    print(f"rows={n_rows} recall@10={recall:.3f} p50_ms={p50:.2f}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# Latency mode
 
 
 def percentiles(samples_s: list[float]) -> tuple[float, float]:
@@ -301,20 +503,42 @@ def answers_over_http(config, n_queries: int, burst: int) -> None:
         serve.shutdown()
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--rows", type=int, default=None,
+        help="index mode: N rows, the self-tuning vector index (last line rows=...)",
+    )  # fmt: skip
+    parser.add_argument("--dim", type=int, default=INDEX_DIM, help="index mode: vector width")
+    parser.add_argument(
+        "--compare", action="store_true",
+        help="index mode: also build and tune every other index the row count allows",
+    )  # fmt: skip
+    parser.add_argument("--db", help="index mode: folder for the database (default: a temp dir)")
     parser.add_argument("--sizes", default="10000,100000")
-    parser.add_argument("--queries", type=int, default=200, help="timed calls per mode")
+    parser.add_argument(
+        "--queries", type=int, default=200,
+        help="timed calls per mode; index mode: held-out queries",
+    )  # fmt: skip
     parser.add_argument("--no-http", action="store_true")
     parser.add_argument(
         "--burst", type=int, default=0,
         help="concurrent answers in the burst (0: four times serve.max_answers_in_flight)",
     )  # fmt: skip
-    parser.add_argument("--vector-min-rows", type=int, default=50_000)
+    parser.add_argument(
+        "--vector-min-rows", type=int, default=None,
+        help="index.vector_min_rows (latency mode default 50000; index mode: the config's)",
+    )  # fmt: skip
     parser.add_argument(
         "--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="config override"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.rows is not None:
+        if args.rows < 1 or args.queries < 1:
+            parser.error("--rows and --queries must be >= 1")
+        return index_mode(args)
+    if args.vector_min_rows is None:
+        args.vector_min_rows = 50_000
 
     from mrag.config import load_config
     from mrag.ray_runtime import init_ray

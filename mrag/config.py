@@ -323,7 +323,7 @@ class IndexConfig(_ConfigModel):
 
 
 class ServeConfig(_ConfigModel):
-    """The HTTP application: limits, batching and replicas."""
+    """The HTTP application: limits, admission, batching, replicas and their autoscaling."""
 
     _section: ClassVar[str] = "serve"
 
@@ -332,6 +332,12 @@ class ServeConfig(_ConfigModel):
     max_k: Int = Field(100, gt=0)
     max_body_bytes: Int = Field(10 * 1024 * 1024, gt=0)
     encoder_replicas: Int = Field(1, gt=0)
+    # Autoscaling of a model deployment (encoder, reranker, generator; Serve's
+    # autoscaling_config): with <stage>_max_replicas above <stage>_replicas, Serve runs between
+    # the two, about <stage>_target_ongoing_requests calls per replica (queued ones included).
+    # 0: a fixed <stage>_replicas. The autoscale_* delays and windows apply to all three.
+    encoder_max_replicas: Int = Field(0, ge=0)
+    encoder_target_ongoing_requests: Float = Field(8.0, gt=0)
     encoder_max_batch_size: Int = Field(16, gt=0)
     # 0: no wait. A batch is then whatever queued while the previous one ran: batches still form
     # under load, and an idle server adds nothing (5 ms of wait was half the serve overhead).
@@ -340,7 +346,12 @@ class ServeConfig(_ConfigModel):
     encoder_num_gpus: Resource = 0.0
     # The reranker deployment (a cross-encoder is the costliest step of a search: give it the
     # GPU before the query encoders). A fraction of a CPU so a 2-core node still fits all three.
-    reranker_replicas: Int = Field(1, gt=0)
+    # 0: no such deployment, each ingress replica reranks itself: one hop fewer per search, for
+    # a reranker that loads no model (``rerank.visual: clip`` is exact cosine over stored
+    # vectors, a LanceDB read: its hop cost ~5 ms of CPU a search on 2 cores, more than that).
+    reranker_replicas: Int = Field(1, ge=0)
+    reranker_max_replicas: Int = Field(0, ge=0)
+    reranker_target_ongoing_requests: Float = Field(4.0, gt=0)
     reranker_num_cpus: Resource = 0.25
     reranker_num_gpus: Resource = 0.0
     # The retriever deployment: the ranked lists over LanceDB (I/O and the index's CPU). 0: no
@@ -350,12 +361,25 @@ class ServeConfig(_ConfigModel):
     retriever_num_cpus: Resource = 0.25
     # The generator deployment (``/v1/answer``): a local LM wants the GPU most of all.
     generator_replicas: Int = Field(1, gt=0)
+    generator_max_replicas: Int = Field(0, ge=0)
+    generator_target_ongoing_requests: Float = Field(2.0, gt=0)
     generator_num_cpus: Resource = 0.25
     generator_num_gpus: Resource = 0.0
     # Custom resources of the model deployments (encoder, reranker, generator): with a
     # "gpu" label on the accelerator nodes, models land there and the ingress anywhere.
     model_resources: CustomResources = Field(default_factory=dict)
+    # Serve's autoscaler: how long demand must stay above (below) the target before a replica
+    # is added (removed), the window the demand is averaged over, and how often replicas and
+    # handles report it (must be under the window).
+    autoscale_upscale_delay_s: Float = Field(10.0, ge=0)
+    autoscale_downscale_delay_s: Float = Field(120.0, ge=0)
+    autoscale_look_back_s: Float = Field(10.0, gt=0)
+    autoscale_metrics_interval_s: Float = Field(2.0, gt=0)
     max_ongoing_requests: Int = Field(64, gt=0)
+    # Requests Serve hands one ingress replica at once: far above admission_max_in_flight, so
+    # no search waits in the proxy's queue (which retries with back-offs of up to 0.5 s: waits
+    # of seconds at 128 clients); the replica's admission refuses at once what it cannot take.
+    ingress_max_ongoing_requests: Int = Field(1024, gt=0)
     # Requests a deployment holds waiting for a slot beyond max_ongoing_requests; past that it
     # answers 503 at once, so an overloaded app refuses quickly instead of timing out. -1: no cap.
     max_queued_requests: Int = Field(64, ge=-1)
@@ -363,6 +387,17 @@ class ServeConfig(_ConfigModel):
     # past it /v1/answer is refused with 503 before any work, instead of queueing into
     # time-outs. Size it to the generators' throughput times the wait a client accepts.
     max_answers_in_flight: Int = Field(16, gt=0)
+    # Admission of /v1/search (mrag.serve.gate.AdaptiveLimit): each ingress replica admits at
+    # most its measured answers per second times admission_target_latency_s searches at once
+    # (Little's law: the wait stays near the target whatever the capacity behind it), within
+    # [admission_min_in_flight, admission_max_in_flight]. Past it a search gets 503 before its
+    # body is read, with Retry-After: the seconds the replica needs for the clients it already
+    # refused, at most admission_max_retry_after_s. 0 target: no adaptive limit. 1 s: searches
+    # on 2 busy cores took 0.3-0.5 s at 8 clients, and a tighter target refused some of those.
+    admission_target_latency_s: Float = Field(1.0, ge=0)
+    admission_min_in_flight: Int = Field(4, gt=0)
+    admission_max_in_flight: Int = Field(64, gt=0)
+    admission_max_retry_after_s: Int = Field(10, gt=0, le=3600)
     # `mrag serve` on SIGTERM or Ctrl-C: new requests get 503 at once, requests in flight get
     # this long to finish, then Serve and the Ray that mrag started shut down. Keep it under
     # what the supervisor waits before SIGKILL (Kubernetes: terminationGracePeriodSeconds, 30).
@@ -370,6 +405,32 @@ class ServeConfig(_ConfigModel):
     # Query engines (each with its loaded query models) one process keeps for reuse
     # (QueryEngine.for_config: notebooks, eval, `mrag ask`); the least recently used goes first.
     engine_cache_size: Int = Field(4, gt=0, le=1000)
+
+    @model_validator(mode="after")
+    def _ranges_in_order(self) -> ServeConfig:
+        for stage in ("encoder", "reranker", "generator"):
+            least, most = getattr(self, f"{stage}_replicas"), getattr(self, f"{stage}_max_replicas")
+            if most and most < least:
+                raise PydanticCustomError(
+                    "max_below_min",
+                    f"must be 0 (no autoscaling) or >= {stage}_replicas ({least}), got {most}",
+                    {"field": f"{stage}_max_replicas"},
+                )
+        if self.admission_max_in_flight < self.admission_min_in_flight:
+            raise PydanticCustomError(
+                "max_below_min",
+                f"must be >= admission_min_in_flight ({self.admission_min_in_flight}), "
+                f"got {self.admission_max_in_flight}",
+                {"field": "admission_max_in_flight"},
+            )
+        if self.autoscale_metrics_interval_s >= self.autoscale_look_back_s:
+            raise PydanticCustomError(
+                "interval_too_long",
+                f"must be < autoscale_look_back_s ({self.autoscale_look_back_s}), "
+                f"got {self.autoscale_metrics_interval_s}",
+                {"field": "autoscale_metrics_interval_s"},
+            )
+        return self
 
 
 #: Chunk modalities as the ``chunks`` table writes them (``mrag.spaces.CHUNK_MODALITIES``).
@@ -429,11 +490,10 @@ def _default_lists() -> dict[str, RetrievalListConfig]:
         for column, space in SPACES.items()
         for item in space.lists
     }
-    # 0.25: measured on the test eval sets (tests/retrieve, tests/pipelines): at 0.5 or 1
-    # a lone BM25 match on a shared stem outranked the text encoder's confident first hit.
-    lists[BM25] = RetrievalListConfig(
-        query="text", space=BM25, modalities=TEXT_BEARING, weight=0.25
-    )
+    # Equal to the text encoder's: with BM25's coordination (mrag.retrieve.fusion) a lone
+    # match on one shared stem no longer outranks the encoder's confident first hit, which
+    # had held BM25 at 0.25 — too little on keyword-dense corpora (bench/README.md).
+    lists[BM25] = RetrievalListConfig(query="text", space=BM25, modalities=TEXT_BEARING)
     return lists
 
 
@@ -453,8 +513,14 @@ class RetrievalConfig(_ConfigModel):
 
     # score, not rrf: measured on the test eval sets, RRF (rank only) cannot tell a confident
     # dense hit from a marginal one and ranked below the best single mode (nDCG@10 0.985 vs 1).
+    # The score fusion's calibration and its window (50) were chosen on the Debian handbook set
+    # and the test sets; PostgreSQL's manual and Debian's reference were held out
+    # (bench/README.md, "Retrieval on real corpora").
     fusion: FusionMethod = "score"
     rrf_k: Int = Field(60, gt=0, le=10_000)
+    # score fusion: each list is calibrated over its top `fusion_window` scores, however deep
+    # it was retrieved (mrag.retrieve.fusion).
+    fusion_window: Int = Field(50, ge=2, le=10_000)
     list_depth: Int = Field(50, gt=0, le=10_000)
     rerank_depth: Int = Field(50, gt=0, le=1_000)
     lists: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], RetrievalListConfig] = Field(

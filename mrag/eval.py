@@ -6,7 +6,12 @@ score`` (a header line is allowed). Every mode is scored over every query: a mod
 a query (``fts`` for an image) ranks nothing for it. Modes that fuse lists are scored with each
 fusion method, side by side. Corpus ids may be asset ids, chunk ids or URIs, URIs' file
 names, or ``<file name>#page=<n>`` for one page of a PDF: each hit is mapped to whichever
-form the qrels use, and several chunks of one document count once, at the rank of the first.
+form the qrels use.
+
+Metrics are per document, as BEIR scores chunked corpora (MaxP): each query retrieves
+``depth`` chunks (100), each document ranks where its best chunk does, and the metrics read the
+top 10 documents. Cut at 10 chunks instead, a page with several matching chunks would crowd
+other documents out of the top 10 (``depth=10`` gives that older, chunk-level cut).
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ if TYPE_CHECKING:
     from mrag.retrieve.search import Hit
 
 RECALL_AT = (1, 3, 5, 10)
+#: Chunks retrieved per query before they are aggregated per document.
+DEPTH = 100
 
 
 @dataclass(frozen=True)
@@ -70,7 +77,8 @@ def load_qrels(path: str | Path) -> dict[str, dict[str, float]]:
 
 
 def doc_ids(hits: list[Hit], known_ids: set[str]) -> list[str]:
-    """Hits → the qrels' corpus ids, deduplicated in rank order."""
+    """Hits → the qrels' corpus ids in rank order, each document once, where its best (first)
+    chunk ranks: max aggregation of chunk scores per document."""
     ranked: list[str] = []
     for hit in hits:
         name = hit.uri.rsplit("/", 1)[-1]
@@ -107,10 +115,11 @@ def recall_at(ranked: list[str], relevant: dict[str, float], k: int) -> float:
 @dataclass
 class EvalReport:
     """Mean metrics per mode (``hybrid``, and ``hybrid/score`` for another fusion) over the
-    queries that have judgements."""
+    queries that have judgements, each query's documents ranked from its top ``depth`` chunks."""
 
     n_queries: int = 0
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    depth: int = DEPTH
 
     def render(self) -> str:
         names = [f"recall@{k}" for k in RECALL_AT] + ["nDCG@10", "MRR@10"]
@@ -119,7 +128,7 @@ class EvalReport:
         rows = [header, "-" * len(header)]
         for mode, values in self.metrics.items():
             rows.append(f"{mode:<{width}}" + "".join(f"{values[n]:>11.3f}" for n in names))
-        rows.append(f"({self.n_queries} queries)")
+        rows.append(f"({self.n_queries} queries; documents by their best of {self.depth} chunks)")
         return "\n".join(rows)
 
 
@@ -131,12 +140,14 @@ def evaluate(
     fusions: tuple[str, ...] | None = None,
     *,
     group: str | None = None,
+    depth: int = DEPTH,
 ) -> EvalReport:
     """Scores each mode; ``vector`` and ``hybrid`` once per fusion in ``fusions`` (default:
     the configured one first, then the others), named ``mode`` for the configured fusion and
     ``mode/<fusion>`` for the others. A mode ``<mode>+rerank`` is that mode reranked (the
     default modes add ``hybrid+rerank`` when a reranker is configured); plain modes are scored
-    without reranking, whatever ``rerank.enabled`` says."""
+    without reranking, whatever ``rerank.enabled`` says. ``depth``: chunks retrieved per query
+    before they are aggregated per document (at least 10)."""
     from mrag.query import validate_request
 
     if modes is None:
@@ -147,10 +158,13 @@ def evaluate(
     default_fusion = engine.config.retrieval.fusion
     if fusions is None:
         fusions = (default_fusion, *(f for f in FUSION_METHODS if f != default_fusion))
+    if depth < max(RECALL_AT):
+        raise MragError(f"depth must be at least {max(RECALL_AT)} chunks, got {depth}")
     known = {doc for rels in qrels.values() for doc in rels}
-    depth = min(max(RECALL_AT), engine.config.serve.max_k)
+    # In process, not behind the server: the eval may ask for more than serve.max_k hits.
+    max_k = max(depth, engine.config.serve.max_k)
     images: dict[Path, bytes] = {}
-    report = EvalReport(n_queries=len(judged))
+    report = EvalReport(n_queries=len(judged), depth=depth)
     for mode_name in modes:
         mode, _, reranked = mode_name.partition("+")
         if mode not in MODES or reranked not in ("", "rerank"):
@@ -173,7 +187,7 @@ def evaluate(
                     body["image"] = images[query.path]
                 else:
                     body["query"] = query
-                requests[qid] = validate_request(body, engine.config.serve.max_k)
+                requests[qid] = validate_request(body, max_k)
             vectors = dict(zip(requests, engine.encode(list(requests.values())), strict=True))
             sums: dict[str, float] = {}
             for qid in judged:

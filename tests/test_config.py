@@ -152,7 +152,7 @@ def test_defaults_and_profile_models_survive_the_models() -> None:
     assert config.ingest.extensions == tuple(EXTENSION_KINDS)
     assert set(IMAGE_EXTENSIONS + DOCUMENT_EXTENSIONS) < set(EXTENSION_KINDS)
     assert config.ingest.embed_batch_size == 32 and config.serve.port == 8000
-    assert config.index.recall_sample == 50 and config.ingest.dtype == "auto"
+    assert config.index.recall_sample == 200 and config.ingest.dtype == "auto"
     assert set(typing.get_args(MragConfig.model_fields["profile"].annotation)) == set(PROFILES)
     assert typing.get_args(IngestConfig.model_fields["dtype"].annotation) == DTYPES
 

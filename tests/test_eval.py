@@ -5,7 +5,7 @@ import math
 import pytest
 
 from mrag.errors import MragError
-from mrag.eval import doc_ids, load_qrels, load_queries, mrr_at, ndcg_at, recall_at
+from mrag.eval import doc_ids, evaluate, load_qrels, load_queries, mrr_at, ndcg_at, recall_at
 from mrag.retrieve.search import Hit
 
 
@@ -46,3 +46,58 @@ def test_beir_files_parse_and_bad_lines_name_the_line(tmp_path) -> None:
     qrels.write_text("q1\tdoc-a\tvery\n")
     with pytest.raises(MragError, match="qrels.tsv:1: score 'very'"):
         load_qrels(qrels)
+
+
+class _RankedEngine:
+    """Stands in for a QueryEngine: every query gets the same chunk ranking, cut at ``k``."""
+
+    def __init__(self, hits: list[Hit]) -> None:
+        from mrag.config import load_config
+
+        self.config = load_config(profile="offline")
+        self.reranker = None
+        self.hits = hits
+        self.asked_k: list[int] = []
+
+    def encode(self, requests: list) -> list[dict]:
+        return [{} for _ in requests]
+
+    def run(self, request, vectors=None) -> list[Hit]:
+        self.asked_k.append(request.k)
+        return self.hits[: request.k]
+
+
+def test_documents_rank_by_their_best_chunk_so_one_page_cannot_crowd_out_the_rest() -> None:
+    # A long page matches with 12 chunks before the judged page's only chunk: cut at 10 chunks,
+    # the judged page is not in the top 10 at all; ranked per document it is second.
+    long_page = [
+        Hit(chunk_id=f"long-{i}", asset_id="a-long", uri="/docs/long.html", modality="text",
+            score=1.0 - i / 100)
+        for i in range(12)
+    ]  # fmt: skip
+    judged = Hit(chunk_id="short-0", asset_id="a-short", uri="/docs/short.html",
+                 modality="text", score=0.5)  # fmt: skip
+    engine = _RankedEngine([*long_page, judged])
+    queries, qrels = {"q1": "where is it"}, {"q1": {"short.html": 1.0}}
+
+    per_document = evaluate(engine, queries, qrels, modes=("fts",))
+    assert set(engine.asked_k) == {100}
+    assert per_document.depth == 100
+    fts = per_document.metrics["fts"]
+    assert (fts["recall@1"], fts["recall@3"], fts["MRR@10"]) == (0.0, 1.0, 0.5)
+    assert fts["nDCG@10"] == pytest.approx(1 / math.log2(3))
+    assert "best of 100 chunks" in per_document.render()
+
+    chunk_cut = evaluate(engine, queries, qrels, modes=("fts",), depth=10)
+    assert chunk_cut.metrics["fts"]["recall@10"] == 0.0  # crowded out by the long page
+    with pytest.raises(MragError, match="depth must be at least 10"):
+        evaluate(engine, queries, qrels, modes=("fts",), depth=5)
+
+
+def test_eval_cli_retrieves_100_chunks_unless_told() -> None:
+    from mrag.cli import build_parser
+
+    parser = build_parser()
+    base = ["eval", "--queries", "q.jsonl", "--qrels", "r.tsv"]
+    assert parser.parse_args(base).depth == 100
+    assert parser.parse_args([*base, "--depth", "10"]).depth == 10

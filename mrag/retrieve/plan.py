@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mrag.errors import MragError
+from mrag.retrieve.fusion import FUSION_WINDOW
 from mrag.spaces import BM25, SPACES
 
 if TYPE_CHECKING:
@@ -52,9 +53,13 @@ class PlannedList:
 
 @dataclass(frozen=True)
 class RetrievalPlan:
+    """The lists to run and how to fuse them: ``fusion`` (``score`` or ``rrf``), RRF's
+    constant and the ``score`` fusion's window (:func:`mrag.retrieve.fusion.fuse`)."""
+
     lists: tuple[PlannedList, ...]
     fusion: str
     rrf_k: int
+    fusion_window: int = FUSION_WINDOW
 
     @property
     def spaces(self) -> frozenset[str]:
@@ -121,4 +126,6 @@ def build_plan(
                 random_init=bool(random_by_space.get(spec.space, False)),
             )
         )
-    return RetrievalPlan(tuple(planned), fusion or retrieval.fusion, retrieval.rrf_k)
+    return RetrievalPlan(
+        tuple(planned), fusion or retrieval.fusion, retrieval.rrf_k, retrieval.fusion_window
+    )

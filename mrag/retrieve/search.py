@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import (
@@ -35,7 +35,7 @@ from mrag.hits import Hit
 from mrag.retrieve.fusion import RankedList, fuse
 from mrag.retrieve.plan import PlannedList, RetrievalPlan, build_plan, random_spaces
 from mrag.spaces import BM25
-from mrag.store import schema
+from mrag.store import index_tuning, schema
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from pydantic import ValidatorFunctionWrapHandler
 
     from mrag.config import MragConfig, RetrievalConfig
+    from mrag.store.index_tuning import QuerySettings
     from mrag.store.lance import Store
 
 log = logging.getLogger(__name__)
@@ -196,38 +197,9 @@ class SearchFilters(BaseModel):
 
 RRF_K = 60
 
-# Query settings per vector index type, from the recall measurements in DESIGN.md: (nprobes,
-# refine_factor, partitions measured with). nprobes scales with the index's own partition count
-# (the same share of partitions), never below _MIN_NPROBES: at 100k rows (25 partitions) a fixed
-# nprobes of 40 probed every partition, 22 ms a list instead of 10 ms.
-# Keys are the index types LanceDB's list_indices() reports.
-_INDEX_QUERY_SETTINGS = {"IvfPq": (80, 20, 1024), "IvfHnswSq": (40, 10, 256)}
-_MIN_NPROBES = 8
-#: The settings were measured at k=10: refine_factor x 10 rows re-scored exactly. A deeper list
-#: keeps that many (at least 2x its limit) instead of refine_factor x limit (500 random reads
-#: at limit 50: 14 ms of a 4.6 ms search).
-_MEASURED_K = 10
-
-
-def refine_for(refine_factor: int, limit: int) -> int:
-    """The refine factor for a search of ``limit`` rows, from one measured at k=10."""
-    import math
-
-    return max(2, math.ceil(refine_factor * _MEASURED_K / max(1, limit)))
-
-
-def index_query_settings(table: Any, index: Any) -> tuple[int, int]:
-    """(nprobes, refine_factor) for one vector index of ``table`` (a LanceDB ``IndexConfig``)."""
-    import math
-
-    nprobes, refine, measured_partitions = _INDEX_QUERY_SETTINGS[index.index_type]
-    try:
-        stats = table.to_lance().stats.index_stats(index.name)
-        partitions = int(stats["indices"][0]["num_partitions"])
-    except (KeyError, IndexError, TypeError, ValueError, OSError, RuntimeError):
-        return nprobes, refine  # no partition count to scale by: the measured setting
-    scaled = math.ceil(nprobes * partitions / measured_partitions)
-    return min(partitions, max(_MIN_NPROBES, scaled)), refine
+# Vector query settings (nprobes, refine factor, ef) are the ones `mrag index` tuned to reach
+# index.target_recall on this table and stored in its configuration; an index without such a
+# record gets the settings measured at 1M rows, scaled to its partitions (index_tuning).
 
 
 def reciprocal_rank_fusion(
@@ -237,13 +209,22 @@ def reciprocal_rank_fusion(
     return fuse([RankedList(hits) for hits in ranked_lists], k=k, method="rrf", rrf_k=rrf_k)
 
 
+def _may_match(state: _TableState, item: PlannedList) -> bool:
+    """Whether the table has rows the list could return (unknown spaces: assume so)."""
+    present = state.space_modalities.get(item.space)
+    if present is None:
+        return True
+    return bool(present & set(item.modalities)) if item.modalities else bool(present)
+
+
 @dataclass
 class _TableState:
     """What the retriever knows about one version of ``chunks``, refreshed when it changes."""
 
     table: Any
     version: int
-    index_settings: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: vector column → how its index is searched (tuned by `mrag index`, read per version)
+    index_settings: dict[str, QuerySettings] = field(default_factory=dict)
     #: columns with a full-text index: ``text``, and ``context`` (title — section) when built
     fts_columns: tuple[str, ...] = ()
     #: space → the modalities of rows that have a vector in it (bm25: every modality present).
@@ -328,9 +309,7 @@ class Retriever:
         for index in indices:
             if index.index_type == "FTS":
                 state.fts_columns += tuple(c for c in index.columns if c in FTS_COLUMNS)
-            if index.index_type in _INDEX_QUERY_SETTINGS:
-                for column in index.columns:
-                    state.index_settings[column] = index_query_settings(table, index)
+        state.index_settings = index_tuning.query_settings(table, indices)
         names = set(table.schema.names)
         state.columns = frozenset(names)
         model_columns = {
@@ -361,8 +340,13 @@ class Retriever:
         fusion: str | None = None,
         weights: Mapping[str, float] | None = None,
     ) -> RetrievalPlan:
-        """The lists a query of this kind is searched with (callers embed for ``plan.spaces``)."""
-        return build_plan(
+        """The lists a query of this kind is searched with (callers embed for ``plan.spaces``).
+
+        Lists that cannot match anything in the table as it is (no row of their modalities has
+        their space's vector: a CLIP list over images in a text-only database) are left out,
+        so no query encoder runs for them: the same hits, fewer forward passes.
+        """
+        plan = build_plan(
             self.retrieval,
             self.random_by_space,
             query_kind=query_kind,
@@ -371,6 +355,11 @@ class Retriever:
             fusion=fusion,
             weights=weights,
         )
+        state = self._table_state()
+        if state is None or not state.space_modalities:
+            return plan
+        kept = tuple(item for item in plan.lists if _may_match(state, item))
+        return plan if len(kept) == len(plan.lists) else replace(plan, lists=kept)
 
     def _columns(self, include_thumbnail: bool) -> list[str]:
         return [c for c in _HIT_COLUMNS if include_thumbnail or c != "thumbnail"]
@@ -402,11 +391,11 @@ class Retriever:
             .limit(depth)
             .select([*self._columns(include_thumbnail), "_distance"])
         )
-        settings = state.index_settings.get(item.space)
-        if settings:
-            query = query.nprobes(settings[0]).refine_factor(refine_for(settings[1], depth))
         clauses = [(filters or SearchFilters()).to_where(), self._modality_clause(state, item)]
         where = " AND ".join(c for c in clauses if c)
+        settings = state.index_settings.get(item.space)
+        if settings:
+            query = settings.apply(query, limit=depth, filtered=bool(where))
         if where:
             query = query.where(where, prefilter=True)
         hits = []
@@ -556,10 +545,19 @@ class Retriever:
         started = {item.name: pool.submit(retrieve, item) for item in order}
         results = [started[item.name].result() for item in runnable]
         ranked = [
-            RankedList(hits, weight=item.weight, random_init=item.random_init)
+            RankedList(
+                hits, weight=item.weight, random_init=item.random_init, lexical=item.space == BM25
+            )
             for item, hits in zip(runnable, results, strict=True)
         ]
-        return fuse(ranked, k=k, method=plan.fusion, rrf_k=plan.rrf_k)
+        return fuse(
+            ranked,
+            k=k,
+            method=plan.fusion,
+            rrf_k=plan.rrf_k,
+            window=plan.fusion_window,
+            query=text,
+        )
 
     def _pool(self) -> ThreadPoolExecutor:
         with self._lock:
@@ -569,11 +567,7 @@ class Retriever:
                 )
             return self._threads
 
-    @staticmethod
-    def _index_settings(table: Any, column: str) -> tuple[int, int] | None:
-        """The (nprobes, refine_factor) searches of ``column`` use (``mrag index`` measures
-        recall with them)."""
-        for index in table.list_indices():
-            if column in index.columns and index.index_type in _INDEX_QUERY_SETTINGS:
-                return index_query_settings(table, index)
-        return None
+    def index_settings(self, column: str) -> QuerySettings | None:
+        """How searches of ``column`` use its vector index now (``None``: exact search)."""
+        state = self._table_state()
+        return None if state is None else state.index_settings.get(column)

@@ -58,7 +58,7 @@ def test_index_choice_follows_row_count() -> None:
         "num_partitions": 250,
     }
     big = choose_vector_index(9_000_000, 512, config)
-    assert big == {"index_type": "IVF_PQ", "num_partitions": 3000, "num_sub_vectors": 64}
+    assert big == {"index_type": "IVF_PQ", "num_partitions": 3000, "num_sub_vectors": 128}
 
 
 def test_small_table_gets_fts_and_scalar_indices_but_exact_vectors(tmp_path) -> None:
@@ -99,14 +99,53 @@ def test_vector_index_is_built_past_the_threshold_and_recall_measured(tmp_path) 
     store = Store(str(tmp_path / "db"))
     vectors = _fill(store, 600)
     config = IndexConfig(vector_min_rows=500, rows_per_partition=300, recall_sample=20)
-    report = build_indices(store, config)
+    lines: list[str] = []
+    report = build_indices(store, config, progress=lines.append)
     info = report.vector["clip"]
     assert (info["index_type"], info["num_partitions"]) == ("IVF_HNSW_SQ", 2)
-    assert info["recall_at_10"] >= 0.9
+    assert info["status"] == "built" and info["target_met"] and info["recall_at_10"] >= 0.95
+    assert any(line.startswith("clip: building IVF_HNSW_SQ") for line in lines)
+    # The settings the report shows are the ones searches use.
+    settings = Retriever(store).index_settings("clip")
+    assert (settings.nprobes, settings.refine_factor, settings.ef) == (
+        info["nprobes"], info["refine_factor"], info["ef"]
+    )  # fmt: skip
+    assert f"nprobes={info['nprobes']}" in report.render()
     hybrid = Retriever(store).search(
         "hybrid", k=5, text="zephyrine quokka", vectors={"clip": vectors[7], "text_vec": vectors[0]}
     )
     assert hybrid[0].chunk_id == "c7"  # first in FTS and in the clip space
+
+    # New rows: folded into the index; settings kept while the table is about the same size,
+    # measured again once it has grown past index.retune_after_growth.
+    again = build_indices(store, config).vector["clip"]
+    assert again["status"] == "updated" and again["tuned_at"] == info["tuned_at"]
+    vectors = _fill(store, 900, seed=3)  # 600 rows replaced, 300 new: +50 %
+    grown = build_indices(store, config).vector["clip"]
+    assert grown["status"] == "updated, re-tuned" and grown["rows"] == 900
+    assert grown["target_met"] and grown["build_s"] is None  # re-tuned, not rebuilt
+    assert Retriever(store).search_vector(vectors[850], k=1)[0].chunk_id == "c850"
+    # Rebuilt under a threshold the table is now below: back to exact search, index dropped.
+    exact = build_indices(store, IndexConfig(vector_min_rows=10_000), rebuild_vectors=True)
+    assert exact.vector["clip"]["search"].startswith("exact")
+    assert Retriever(store).index_settings("clip") is None
+
+
+def test_index_command_reports_as_json_and_writes_the_run_report(tmp_path, capsys) -> None:
+    import json
+
+    from mrag.pipelines.index import main
+
+    store = Store(str(tmp_path / "db"))
+    _fill(store, 120)
+    assert main(["--db", str(tmp_path / "db"), "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["job"] == "index" and document["index"]["fts"] == "created (+ context)"
+    assert document["index"]["vector"]["clip"]["search"].startswith("exact")
+    written = Path(document["report_uri"])
+    assert written.parent.name == "_runs"
+    document.pop("report_uri")
+    assert json.loads(written.read_text()) == document
 
 
 def test_maintenance_compacts_and_removes_a_killed_writers_orphan_files(tmp_path) -> None:

@@ -7,13 +7,14 @@ single mode on nDCG@10 and recall@10, with either fusion method.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from mrag.config import load_config
 from mrag.eval import ImageQuery, evaluate, load_qrels, load_queries
 from mrag.query import QueryEngine
-from mrag.retrieve.fusion import RankedList, fuse
+from mrag.retrieve.fusion import RankedList, coordination, fuse, query_words
 from mrag.retrieve.plan import build_plan
 from mrag.retrieve.search import Hit
 from tests.retrieve.corpus import PICTURES, TEXT_QUERIES, write_corpus
@@ -53,6 +54,60 @@ def test_weights_change_the_fused_order() -> None:
         ranked = [RankedList(h, weight=w) for h, w in zip(lists, weights, strict=True)]
         for method in ("rrf", "score"):
             assert fuse(ranked, k=2, method=method)[0].chunk_id == first
+
+
+def _chunks(scores: list[float], prefix: str, texts: dict[int, str] | None = None) -> list[Hit]:
+    return [
+        Hit(chunk_id=f"{prefix}{i}", asset_id=f"{prefix}{i}", uri=f"/{prefix}{i}",
+            modality="text", score=s, text=(texts or {}).get(i, "unrelated words"))
+        for i, s in enumerate(scores)
+    ]  # fmt: skip
+
+
+def test_score_fusion_ranks_alike_however_deep_the_lists_were_retrieved() -> None:
+    # A search for 10 hits (lists 50 deep) and one for 100 (lists 200 deep) must agree on
+    # their common top: each list is calibrated over its top 50 scores, not over its length.
+    dense = [0.9 - 0.004 * i for i in range(200)]
+    bm25 = [30.0 / (1 + i) ** 0.5 for i in range(200)]
+    bm25_hits = [replace(h, chunk_id=f"d{i * 7 % 200}") for i, h in enumerate(_chunks(bm25, "b"))]
+    deep = [RankedList(_chunks(dense, "d")), RankedList(bm25_hits, lexical=True)]
+    shallow = [RankedList(r.hits[:50], lexical=r.lexical) for r in deep]
+    top_deep = fuse(deep, k=100, method="score")[:10]
+    top_shallow = fuse(shallow, k=10, method="score")
+    assert [(h.chunk_id, h.score) for h in top_shallow] == [(h.chunk_id, h.score) for h in top_deep]
+
+
+def test_bm25_counts_by_the_share_of_the_query_words_a_chunk_holds() -> None:
+    words = query_words("battery powered vehicle")
+    assert coordination(words, "The jaguar is a big cat with a powerful bite.") == 1 / 3
+    assert coordination(query_words("the rings of Saturn"), "Saturn's rings: ice") == 1.0
+    assert coordination(query_words("pg_namespace"), "SELECT * FROM pg_namespace") == 1.0
+    assert coordination(query_words("of the"), "anything") == 1.0  # only stop words
+
+    # The text encoder is sure (one hit far above the rest); BM25 matched one chunk on one
+    # shared stem of three words: the encoder's hit stays first. Without the coordination
+    # (no query given) that lone BM25 match would win.
+    cat = "The jaguar is a big cat of the rainforest with a powerful bite."
+    encoder = _chunks([0.45, 0.16, *[0.12 - 0.005 * i for i in range(20)]], "c", {1: cat})
+    lone = RankedList([replace(encoder[1], score=2.9)], lexical=True)
+    lists = [RankedList(encoder), lone]
+    assert fuse(lists, k=3, method="score", query="battery powered vehicle")[0].chunk_id == "c0"
+    assert fuse(lists, k=3, method="score")[0].chunk_id == "c1"
+
+    # A keyword query over a large corpus: the encoder's list is flat (near-misses), BM25
+    # found the one chunk that names the term: that chunk comes first.
+    flat = _chunks([0.60 - 0.002 * i for i in range(50)], "k", {7: "pg_namespace: schemas"})
+    lone = RankedList([replace(flat[7], score=9.5)], lexical=True)
+    fused = fuse([RankedList(flat), lone], k=3, method="score", query="pg_namespace")
+    assert fused[0].chunk_id == "k7"
+
+
+def test_an_empty_list_fuses_to_nothing() -> None:
+    hits = _chunks([0.5, 0.4], "e")
+    for method in ("rrf", "score"):
+        fused = fuse([RankedList([]), RankedList(hits), RankedList([], lexical=True)], k=5,
+                     method=method, query="x")  # fmt: skip
+        assert [h.chunk_id for h in fused] == ["e0", "e1"]
 
 
 def test_plans_are_data_per_query_kind_and_filters_rule_lists_out() -> None:

@@ -40,3 +40,26 @@ def test_filters_become_quoted_sql() -> None:
 def test_bad_filters_are_rejected_with_the_key(filters, message) -> None:
     with pytest.raises(MragError, match=message):
         SearchFilters.from_dict(filters)
+
+
+def test_lists_that_cannot_match_the_table_are_not_planned() -> None:
+    """A text-only table: the CLIP and CLAP lists over images/sound would find nothing, so they
+    are not planned and their query encoders never run."""
+    from mrag.retrieve.plan import PlannedList
+    from mrag.retrieve.search import _may_match, _TableState
+
+    text_only = _TableState(table=None, version=1)
+    text_only.space_modalities = {
+        "bm25": frozenset({"text"}),
+        "text_vec": frozenset({"text"}),
+        "clip": frozenset({"text"}),
+        "audio_vec": frozenset(),
+    }
+    over_images = PlannedList("clip_image", "clip", ("image", "pdf_page"), 1.0)
+    over_text = PlannedList("clip_text", "clip", ("text",), 1.0)
+    anything = PlannedList("audio_vec", "audio_vec", (), 1.0)
+    unknown = PlannedList("new", "new_space", ("image",), 1.0)
+    assert not _may_match(text_only, over_images)
+    assert _may_match(text_only, over_text)
+    assert not _may_match(text_only, anything)
+    assert _may_match(text_only, unknown)  # a space the state knows nothing of: kept
