@@ -51,7 +51,7 @@ class AnswerService:
         """Refuses at once (503) past ``max_in_flight`` answers in this replica: an answer holds
         the generator for up to seconds, so admitting more only queues them into time-outs."""
         if self.in_flight >= self.max_in_flight:
-            raise ApiError(503, self.refusal())
+            raise ApiError(503, self.refusal(), retry_after_s=1)
         self.in_flight += 1
 
     def refusal(self) -> str:

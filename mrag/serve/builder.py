@@ -28,6 +28,11 @@ DB_ENV = "MRAG_DB"
 CLIP_WEIGHTS_ENV = "MRAG_CLIP_WEIGHTS"
 
 _INGRESS_NUM_CPUS = 0.25  # parsing, base64, LanceDB calls: I/O bound; decoding runs in a thread
+#: Retry-After of the 503 Serve's proxy answers when the ingress's own queue is full (the
+#: ingress's admission gate, mrag.serve.gate, says more precisely when it refuses).
+_PROXY_RETRY_AFTER_S = 1
+#: The stages with a model: each its own deployment, scaled (and autoscaled) apart.
+MODEL_STAGES = ("encoder", "reranker", "generator")
 
 
 def build_app(
@@ -36,7 +41,9 @@ def build_app(
     """The query encoder, the retriever, the reranker (when one is configured), the generator
     and the ingress, bound into one application; each deployment has its own replicas,
     resources and queue (``serve.max_queued_requests``: past it a call is refused with 503 at
-    once).
+    once). The model stages autoscale when ``serve.<stage>_max_replicas`` is above
+    ``serve.<stage>_replicas`` (:func:`replica_options`). ``serve.retriever_replicas: 0`` and
+    ``serve.reranker_replicas: 0`` fold those stages into the ingress (one Ray hop fewer each).
 
     Args:
         config: the whole config; shipped to each replica, which builds its own model and store.
@@ -52,27 +59,62 @@ def build_app(
     }
 
     def bound(deployment: Any, stage: str) -> Any:
-        """``deployment`` with ``serve.<stage>_replicas``, ``_num_cpus`` (and ``_num_gpus``)."""
+        """``deployment`` with its replicas (:func:`replica_options`), ``serve.<stage>_num_cpus``
+        (and ``_num_gpus``)."""
         resources = {"num_cpus": getattr(serve_config, f"{stage}_num_cpus")}
         if hasattr(serve_config, f"{stage}_num_gpus"):  # a model stage
             resources["num_gpus"] = getattr(serve_config, f"{stage}_num_gpus")
             if serve_config.model_resources:
                 resources["resources"] = dict(serve_config.model_resources)
         return deployment.options(
-            num_replicas=getattr(serve_config, f"{stage}_replicas"),
+            **replica_options(config, stage),
             **queue,
             ray_actor_options=resources,
         ).bind(config)
 
     encoder = bound(QueryEncoder, "encoder")
     has_reranker = config.rerank.visual != "none" or config.rerank.text not in ("", "none")
-    reranker = bound(RerankerDeployment, "reranker") if has_reranker else None
+    reranker = None
+    if has_reranker and serve_config.reranker_replicas:
+        reranker = bound(RerankerDeployment, "reranker")
     searcher = bound(RetrieverDeployment, "retriever") if serve_config.retriever_replicas else None
     generator = bound(GeneratorDeployment, "generator")
     return SearchIngress.options(
-        **queue,
+        max_ongoing_requests=serve_config.ingress_max_ongoing_requests,
+        max_queued_requests=serve_config.max_queued_requests,
+        backpressure_config={"retry_after_s": _PROXY_RETRY_AFTER_S},
         ray_actor_options={"num_cpus": _INGRESS_NUM_CPUS},
     ).bind(config, encoder, token, reranker, generator, searcher, drain_coordinator)
+
+
+def replica_options(config: MragConfig, stage: str) -> dict[str, Any]:
+    """``num_replicas``, or for a model stage whose ``serve.<stage>_max_replicas`` is above its
+    ``serve.<stage>_replicas``, Serve's ``autoscaling_config`` between the two (the replicas
+    keep about ``serve.<stage>_target_ongoing_requests`` calls each, queued ones included).
+
+    The ingress's handles report each deployment's demand every
+    ``serve.autoscale_metrics_interval_s``; Serve averages it over ``autoscale_look_back_s``
+    and acts once a change has been wanted for ``autoscale_upscale_delay_s`` (up) or
+    ``autoscale_downscale_delay_s`` (down). Serve drains a replica before it stops it, so
+    requests in flight finish.
+    """
+    serve_config = config.serve
+    least = getattr(serve_config, f"{stage}_replicas")
+    most = getattr(serve_config, f"{stage}_max_replicas", 0) if stage in MODEL_STAGES else 0
+    if most <= least:
+        return {"num_replicas": least}
+    return {
+        "autoscaling_config": {
+            "min_replicas": least,
+            "initial_replicas": least,
+            "max_replicas": most,
+            "target_ongoing_requests": getattr(serve_config, f"{stage}_target_ongoing_requests"),
+            "upscale_delay_s": serve_config.autoscale_upscale_delay_s,
+            "downscale_delay_s": serve_config.autoscale_downscale_delay_s,
+            "look_back_period_s": serve_config.autoscale_look_back_s,
+            "metrics_interval_s": serve_config.autoscale_metrics_interval_s,
+        }
+    }
 
 
 def env_token() -> str | None:

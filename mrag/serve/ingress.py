@@ -36,6 +36,8 @@ from mrag.serve.answer import AnswerService, GeneratorFailed
 from mrag.serve.api import AnswerResponse, HealthResponse, SearchResponse, search_request_model
 from mrag.serve.gate import (
     ERROR_RESPONSES,
+    AdaptiveLimit,
+    AdmissionGate,
     AnswerAdmission,
     ApiError,
     DrainGate,
@@ -64,10 +66,13 @@ def create_api(
     api_token: str | None = None,
     answers: AnswerService | None = None,
     drain: DrainState | None = None,
+    search_limit: AdaptiveLimit | None = None,
 ) -> FastAPI:
     """The FastAPI app over ``service``; ``api_token`` (``None`` or empty: off) guards ``/v1/``;
     ``answers`` adds ``POST /v1/answer``; ``drain`` counts requests in flight and refuses new
-    ones once a shutdown drains this replica. ``GET /`` is the search page.
+    ones once a shutdown drains this replica; ``search_limit`` admits ``/v1/search`` (default:
+    :func:`search_admission` of the config; none when ``serve.admission_target_latency_s`` is
+    0). ``GET /`` is the search page.
 
     No Ray needed: tests and other front ends can serve it with any ASGI server.
     """
@@ -87,6 +92,9 @@ def create_api(
     app.add_middleware(RequestGate, api_token=api_token, max_body_bytes=config.serve.max_body_bytes)
     if answers is not None:  # added after the gate: runs first, before the body is even read
         app.add_middleware(AnswerAdmission, answers=answers)
+    search_limit = search_limit or search_admission(config)
+    if search_limit is not None:
+        app.add_middleware(AdmissionGate, limits={"/v1/search": search_limit})
     if drain is not None:  # added last: runs first of all, so every request is counted
         app.add_middleware(DrainGate, state=drain)
     app.add_exception_handler(ApiError, _api_error)
@@ -161,6 +169,19 @@ def create_api(
     return app
 
 
+def search_admission(config: MragConfig) -> AdaptiveLimit | None:
+    """The ``/v1/search`` admission limit ``serve.admission_*`` describe (one per replica)."""
+    serve_config = config.serve
+    if not serve_config.admission_target_latency_s:
+        return None
+    return AdaptiveLimit(
+        target_latency_s=serve_config.admission_target_latency_s,
+        min_limit=serve_config.admission_min_in_flight,
+        max_limit=serve_config.admission_max_in_flight,
+        max_retry_after_s=serve_config.admission_max_retry_after_s,
+    )
+
+
 def _check_vector_widths(retriever: Retriever, config: MragConfig) -> None:
     """Fails the replica at start-up, not per request, when the DB was built by another model."""
     from mrag.store import schema
@@ -187,7 +208,8 @@ class SearchIngress:
             as a constructor argument (read from ``MRAG_API_TOKEN`` when the app is built)
             because Serve replicas are Ray actors that do not see the builder's environment,
             and a YAML ``ray_actor_options`` replaces any ``runtime_env`` set in code.
-        reranker: handle to the :class:`~mrag.serve.reranker.RerankerDeployment`, or ``None``.
+        reranker: handle to the :class:`~mrag.serve.reranker.RerankerDeployment`; ``None``:
+            the configured reranker, if any, runs in this replica.
         generator: handle to the :class:`~mrag.serve.generator.GeneratorDeployment`; ``None``:
             no ``/v1/answer``.
         searcher: handle to the :class:`~mrag.serve.retriever.RetrieverDeployment`; ``None``:
@@ -211,15 +233,22 @@ class SearchIngress:
 
         bind_serve_replica_to_node_address()  # before Serve starts the replica's gRPC server
 
+        from mrag.query import build_reranker
+
         retriever = Retriever.for_config(config)
         _check_vector_widths(retriever, config)
-        self.service = SearchService(config, encoder, retriever, reranker, searcher)
+        # No CLIP model here either: the query's vectors come from the encoder deployment.
+        local_reranker = build_reranker(config, None, retriever) if reranker is None else None
+        self.service = SearchService(
+            config, encoder, retriever, reranker, searcher, local_reranker=local_reranker
+        )
         self.answers = None
         if generator is not None:
             self.answers = AnswerService(
                 self.service, generator, max_in_flight=config.serve.max_answers_in_flight
             )
         self._api_token = api_token or None
+        self.search_limit = search_admission(config)
         self.drain = DrainState()
         self._drain_watch = None
         if drain_coordinator is not None:
@@ -245,8 +274,17 @@ class SearchIngress:
         """How long this replica's warm-up query took before it reported healthy."""
         return self._warm_up_ms
 
+    def admission(self) -> dict[str, float]:
+        """This replica's ``/v1/search`` admission (:meth:`AdaptiveLimit.stats`); ``{}`` when
+        off. For operators and ``bench/serve_load.py``."""
+        return {} if self.search_limit is None else self.search_limit.stats()
+
     def __serve_build_asgi_app__(self) -> FastAPI:
         """Serve calls this once per replica, after ``__init__``: the app this replica serves."""
         return create_api(
-            self.service, api_token=self._api_token, answers=self.answers, drain=self.drain
+            self.service,
+            api_token=self._api_token,
+            answers=self.answers,
+            drain=self.drain,
+            search_limit=self.search_limit,
         )

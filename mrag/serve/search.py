@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from mrag.spaces import BM25
 if TYPE_CHECKING:
     from mrag.config import MragConfig
     from mrag.hits import Hit
+    from mrag.rerank import Reranker
     from mrag.retrieve.search import Retriever
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,12 @@ class SearchService:
             worker thread (LanceDB calls block), when there is no ``searcher``.
         reranker: the :class:`~mrag.serve.reranker.RerankerDeployment`'s handle (anything
             whose ``rerank.remote(query, hits)`` is awaitable), used when a search reranks;
-            ``None``: no reranking.
+            ``None``: ``local_reranker``, or no reranking.
+        searcher: the :class:`~mrag.serve.retriever.RetrieverDeployment`'s handle; ``None``:
+            ``retriever`` searches here.
+        local_reranker: a :class:`~mrag.rerank.Reranker` run here, in a worker thread, when
+            there is no reranker deployment (one that loads no model, such as ``clip``'s exact
+            cosine over stored vectors: cheaper than the hop to a deployment).
     """
 
     def __init__(
@@ -57,12 +64,14 @@ class SearchService:
         retriever: Retriever,
         reranker: Any = None,
         searcher: Any = None,
+        local_reranker: Reranker | None = None,
     ) -> None:
         self.config = config
         self.encoder = encoder
         self.retriever = retriever
         self.reranker = reranker
         self.searcher = searcher
+        self.local_reranker = local_reranker
 
     async def search(self, request: SearchRequest) -> SearchResponse:
         started = time.perf_counter()
@@ -106,6 +115,7 @@ class SearchService:
             raise ApiError(400, str(exc)) from None
         spaces = tuple(sorted(plan.spaces - {BM25}))
         vectors: dict[str, list[float]] = {}
+        encoding = None  # the text encoders' call, while this replica's lists already run
         if request.image is not None:
             try:
                 pixels = await asyncio.to_thread(decode_query_image, request.image, self.config)
@@ -113,30 +123,45 @@ class SearchService:
                 raise ApiError(400, f"image could not be decoded: {exc}") from None
             if spaces:
                 vectors = await self.encoder.encode_image.remote(pixels, spaces)
+        elif spaces and self.searcher is None:
+            # Searched here: BM25 (and any list whose vector is ready) runs during the hop to
+            # the encoders, as in the in-process search; the others wait on their Future.
+            encoding = asyncio.ensure_future(self.encoder.encode_text.remote(request.query, spaces))
         elif spaces:  # every text encoder the plan needs, in one batched call
             vectors = await self.encoder.encode_text.remote(request.query, spaces)
         query_vectors = {space: _as_vector(vector) for space, vector in vectors.items()}
         arguments = {
             "k": candidate_depth(request, self.config),
             "text": request.query,
-            "vectors": query_vectors,
+            "vectors": query_vectors if encoding is None else _pending(encoding, spaces),
             "filters": request.filters,
             "include_thumbnail": request.include_thumbnail,
             "fusion": request.fusion,
             "weights": request.weights,
         }
+        searched = False
         try:
             if self.searcher is not None:
                 pool = await self.searcher.search.remote(request.mode, arguments)
             else:
                 pool = await asyncio.to_thread(self.retriever.search, request.mode, **arguments)
+            searched = True
         except MragError as exc:  # e.g. full-text search before any index exists
             raise ApiError(409, str(exc)) from None
-        if self.reranker is not None and wants_rerank(request, self.config) and len(pool) > 1:
+        finally:
+            if encoding is not None and not searched:
+                encoding.cancel()  # the search failed: nobody needs the vectors
+        if encoding is not None:  # done by now, unless no list needed a vector
+            query_vectors = {space: _as_vector(v) for space, v in (await encoding).items()}
+        reranks = self.reranker is not None or self.local_reranker is not None
+        if reranks and wants_rerank(request, self.config) and len(pool) > 1:
             from mrag.rerank import RerankQuery
 
             query = RerankQuery.from_request(request, query_vectors)
-            pool = await self.reranker.rerank.remote(query, pool)
+            if self.reranker is not None:
+                pool = await self.reranker.rerank.remote(query, pool)
+            else:
+                pool = await asyncio.to_thread(self.local_reranker.rerank, query, pool)
         return pool
 
     async def warm_up(self) -> None:
@@ -152,3 +177,22 @@ class SearchService:
 
 def _as_vector(values: list[float] | None) -> np.ndarray | None:
     return None if values is None else np.asarray(values, dtype=np.float32)
+
+
+def _pending(encoding: asyncio.Future, spaces: tuple[str, ...]) -> dict[str, Future]:
+    """One :class:`concurrent.futures.Future` per space, set when ``encoding`` (the encoder
+    deployment's ``{space: vector}``) is done, or failed with its error: what
+    :meth:`Retriever.search` takes for a vector still being computed (its list threads wait on
+    it, outside this event loop)."""
+    futures = {space: Future() for space in spaces}
+
+    def deliver(done: asyncio.Future) -> None:
+        error = asyncio.CancelledError() if done.cancelled() else done.exception()
+        for space, future in futures.items():
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(_as_vector(done.result().get(space)))
+
+    encoding.add_done_callback(deliver)
+    return futures

@@ -702,7 +702,7 @@ def test_app_builder_takes_serve_run_arguments() -> None:
         call(builder, {"colour": "red"})
 
 
-def test_the_retriever_deployment_can_be_folded_into_the_ingress() -> None:
+def test_the_retriever_and_reranker_deployments_can_be_folded_into_the_ingress() -> None:
     from ray.serve._private.build_app import build_app as serve_build_app
 
     from mrag.serve.builder import build_app
@@ -714,3 +714,8 @@ def test_the_retriever_deployment_can_be_folded_into_the_ingress() -> None:
 
     assert deployments() == ["Generator", "QueryEncoder", "Reranker", "Retriever", "SearchIngress"]
     assert "Retriever" not in deployments(**{"serve.retriever_replicas": 0})
+    assert deployments(**{"serve.retriever_replicas": 0, "serve.reranker_replicas": 0}) == [
+        "Generator",
+        "QueryEncoder",
+        "SearchIngress",
+    ]

@@ -6,6 +6,7 @@ stand-in for the encoder deployment's handle and a retriever that can be made to
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -58,6 +59,11 @@ class FakeRetriever:
         )
 
     def search(self, mode: str, **kwargs: Any) -> list[Hit]:
+        # As the real one: a vector still being computed is a Future (awaited in this thread).
+        vectors = kwargs.get("vectors") or {}
+        kwargs["vectors"] = {
+            k: v.result() if isinstance(v, Future) else v for k, v in vectors.items()
+        }
         self.calls.append({"mode": mode, **kwargs})
         if self.failure is not None:
             raise self.failure
