@@ -170,7 +170,8 @@ def _supervise_serve(argv: list[str]) -> int:
             child.send_signal(signum)
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, forward)
+        if signal.getsignal(signum) != signal.SIG_IGN:  # ignored from the start: the child too
+            signal.signal(signum, forward)
     return child.wait()
 
 

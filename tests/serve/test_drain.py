@@ -111,6 +111,9 @@ def test_a_replica_reports_its_requests_in_flight_until_none_is_left() -> None:
 @pytest.fixture
 def own_handlers():
     saved = {s: signal.getsignal(s) for s in StopSignals.SIGNALS}
+    # As in a terminal, even when the suite runs as a background job (SIGINT ignored from the
+    # start, which StopSignals rightly keeps ignoring).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     for signum, handler in saved.items():
         signal.signal(signum, handler)

@@ -143,6 +143,9 @@ def start(db: str, endpoint, tmp_path: Path) -> Iterator:
                 stderr=err,
                 env=user_env(MRAG_API_TOKEN=token),
                 start_new_session=True,  # its own process group, as under a shell or init
+                # Ctrl-C reaches it as in a terminal, even when this suite runs as a background
+                # job (whose SIGINT the shell ignores, and children inherit that).
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
             )
         run = Run(process, f"http://127.0.0.1:{port}", token, stdout, stderr, Path(), [])
         started.append(run)
