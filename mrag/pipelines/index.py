@@ -61,7 +61,7 @@ class IndexReport:
                 lines.append(
                     f"  warning: recall@10 {info['recall_at_10']} (less two standard errors: "
                     f"{info['recall_at_10_low']}) is below the target {info['target_recall']} "
-                    "at every query setting tried"
+                    f"+ margin {info['recall_margin']} at every query setting tried"
                 )
         lines.append(f"done in {self.elapsed_s:.1f} s")
         return "\n".join(lines)
@@ -176,7 +176,7 @@ def _update_vector_index(
         and record.index_type == spec.index_type
         and abs(n_rows - record.rows) <= config.retune_after_growth * max(1, record.rows)
     ):
-        return {"status": "updated", **record.to_dict(), "rows": n_rows}
+        return {"status": "updated", **record.to_dict(), "rows": n_rows, "tuned_rows": record.rows}
     sample = index_tuning.recall_sample(
         table, column, rows=n_rows, config=config, progress=progress
     )

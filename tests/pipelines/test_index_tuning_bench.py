@@ -30,4 +30,5 @@ def test_index_bench_ends_with_rows_recall_and_p50(tmp_path) -> None:
     # An index was built and tuned, and the filtered recall was measured and printed.
     assert "clip: building IVF_HNSW_SQ" in shown and "recall@10" in shown
     for name in ("modality=video_frame", "uri prefix /bench/s07/"):
-        assert re.search(rf"filtered \({re.escape(name)}, 1 % of rows\) recall@10 [01]\.\d+", shown)
+        found = rf"filtered \({re.escape(name)}, 1 % of rows\), query path: recall@10 [01]\.\d+"
+        assert re.search(found, shown)
