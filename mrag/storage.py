@@ -98,26 +98,13 @@ def _uri(protocol: str, path: str) -> str:
 
 
 def list_objects(sources: Iterable[str], extensions: Iterable[str]) -> Iterator[ObjectInfo]:
-    """Lists files under each source (a folder, a prefix or a single object), recursively.
+    """Lists files under each source (a folder, a prefix or a single object), recursively, in
+    one process (a job lists shards in parallel tasks: :func:`listing_shards`).
 
     Extensions are matched case-insensitively (``.JPG`` is a ``.jpg``); other files are ignored.
     """
-    wanted = tuple(e.lower() for e in extensions)
-    for source in sources:
-        protocol = source.split("://", 1)[0] if "://" in source else "file"
-        fs, root = filesystem(source)
-        if protocol == "file":
-            root = os.path.abspath(root)
-        if not fs.exists(root):
-            raise SourceNotFoundError(f"source {source} does not exist")
-        if fs.isdir(root):
-            entries = fs.find(root, detail=True).values()
-        else:
-            entries = [fs.info(root)]
-        for entry in sorted(entries, key=lambda e: e["name"]):
-            if entry.get("type") == "directory" or not entry["name"].lower().endswith(wanted):
-                continue
-            yield _object_info(protocol, entry)
+    for shard in listing_shards(sources, min_shards=1, max_depth=0):
+        yield from list_shard(shard, extensions)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mrag.store import schema
+from mrag.store.lance import null_bad_vectors
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -286,25 +287,3 @@ def conform(columns: dict, table_schema: pa.Schema, n_rows: int) -> pa.Table:
         else:
             arrays.append(pa.array(values, field.type))
     return pa.Table.from_arrays(arrays, schema=table_schema)
-
-
-def null_bad_vectors(rows: pa.Table) -> pa.Table:
-    """Vectors holding NaN become null ("no vector in this space"), as LanceDB's
-    ``on_bad_vectors="null"`` does for its own writes."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    for index, field in enumerate(rows.schema):
-        if not pa.types.is_fixed_size_list(field.type) or rows.num_rows == 0:
-            continue
-        column = rows.column(index).combine_chunks()
-        size = field.type.list_size
-        values = column.values.slice(column.offset * size, len(column) * size)
-        nan = pc.fill_null(pc.is_nan(values), False).to_numpy(zero_copy_only=False)
-        valid = column.is_valid().to_numpy(zero_copy_only=False)
-        bad = nan.reshape(len(column), size).any(axis=1) & valid
-        if not bad.any():
-            continue
-        cleaned = pc.if_else(pa.array(bad), pa.nulls(len(column), field.type), column)
-        rows = rows.set_column(index, field, cleaned)
-    return rows

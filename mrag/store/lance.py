@@ -164,7 +164,7 @@ class Store:
             return dataset.version
         # ``insert`` moves this dataset object to the version its commit made.
         dataset.insert(
-            _null_bad_vectors(rows), mode="append", transaction_properties=properties or {}
+            null_bad_vectors(rows), mode="append", transaction_properties=properties or {}
         )
         return dataset.version
 
@@ -237,7 +237,7 @@ class Store:
         return table.to_lance().to_table(columns=columns)
 
 
-def _null_bad_vectors(rows: pa.Table) -> pa.Table:
+def null_bad_vectors(rows: pa.Table) -> pa.Table:
     """Vectors holding NaN become null ("no vector in this space"), as LanceDB's
     ``on_bad_vectors="null"`` does for its own writes."""
     import pyarrow as pa
